@@ -1,0 +1,36 @@
+# Two commands matter: `make demo` and `make test` (both run setup first, idempotently).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+.PHONY: setup demo test test-unit lint format bench clean
+
+setup: $(VENV)/.setup-done
+
+$(VENV)/.setup-done: pyproject.toml scripts/setup.sh
+	bash scripts/setup.sh
+	touch $@
+
+demo: setup
+	$(VENV)/bin/arb-exporter demo
+
+test: setup
+	$(PY) -m pytest -q
+
+test-unit: setup
+	$(PY) -m pytest -q tests/unit
+
+lint: setup
+	$(VENV)/bin/ruff check exporter tests bench
+	$(VENV)/bin/ruff format --check exporter tests bench
+	$(VENV)/bin/mypy --strict exporter
+
+format: setup
+	$(VENV)/bin/ruff format exporter tests bench
+	$(VENV)/bin/ruff check --fix exporter tests bench
+
+bench: setup
+	$(PY) bench/bench_analytics.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,212 @@
+"""Command line: ``arb-exporter run | demo | simulate | check-config``.
+
+Exit codes: 0 success, 2 bad configuration or usage, 1 runtime failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import shutil
+import signal
+import sys
+from importlib import resources
+from typing import Any
+
+import yaml
+
+from exporter import __version__
+from exporter.config import Config, ConfigError, load, parse
+
+log = logging.getLogger("exporter")
+
+EXIT_CONFIG = 2
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--log.level", dest="log_level", default="info",
+                   choices=["debug", "info", "warning", "error"])  # fmt: skip
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="arb-exporter", description="Cross-exchange crypto arbitrage exporter for Prometheus"
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="watch the configured (live) exchanges and serve /metrics")
+    run.add_argument("--config.file", dest="config_file", required=True, help="YAML config")
+    run.add_argument(
+        "--web.listen-address", dest="listen_address", help="override web.listen_address"
+    )
+    _add_common(run)
+
+    check = sub.add_parser("check-config", help="validate a config file; exit 2 on problems")
+    check.add_argument("path", nargs="?", help="config file (or use --config.file)")
+    check.add_argument("--config.file", dest="config_file")
+    _add_common(check)
+
+    demo = sub.add_parser("demo", help="simulator + exporter (+ private redis-server) on loopback")
+    demo.add_argument("--web.listen-address", dest="listen_address", help="default 127.0.0.1:9877")
+    demo.add_argument(
+        "--redis.url",
+        dest="redis_url",
+        help="use this Redis (default: CRYPTOARB_REDIS_URL, else a private server)",
+    )
+    demo.add_argument("--simulator.port", dest="sim_port", type=int, default=0)
+    demo.add_argument("--seed", type=int, default=42)
+    _add_common(demo)
+
+    sim = sub.add_parser("simulate", help="run the exchange simulator alone",
+                         add_help=False)  # fmt: skip
+    sim.add_argument("sim_args", nargs=argparse.REMAINDER)
+    return parser
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # ccxt logs every ws hiccup at INFO; our own counters cover them.
+    logging.getLogger("ccxt").setLevel(logging.WARNING)
+
+
+def _load_or_report(path: str) -> Config | None:
+    try:
+        return load(path)
+    except ConfigError as err:
+        print(err, file=sys.stderr)
+        return None
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    path = args.config_file or args.path
+    if not path:
+        print("check-config: give a config file (positional or --config.file)", file=sys.stderr)
+        return EXIT_CONFIG
+    config = _load_or_report(path)
+    if config is None:
+        return EXIT_CONFIG
+    books = sum(len(m) for m in config.symbols.values())
+    print(
+        f"{path}: OK ({len(config.exchanges)} exchanges, {len(config.symbols)} symbols, "
+        f"{books} books, notionals {config.notionals}, reference pair "
+        f"{'/'.join(config.reference_pair)} at {config.reference_notional:g})"
+    )
+    return 0
+
+
+def _with_listen(config: Config, listen: str | None) -> Config:
+    if not listen:
+        return config
+    data = config.model_dump(mode="python")
+    data["web"]["listen_address"] = listen
+    return parse(data, "command line", environ={})
+
+
+async def _serve(config: Config) -> int:
+    from exporter.app import Exporter
+
+    exporter = Exporter(config)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, exporter.stop)
+    await exporter.run()
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    config = _load_or_report(args.config_file)
+    if config is None:
+        return EXIT_CONFIG
+    try:
+        config = _with_listen(config, args.listen_address)
+    except ConfigError as err:
+        print(err, file=sys.stderr)
+        return EXIT_CONFIG
+    return asyncio.run(_serve(config))
+
+
+def demo_config(base_url: str, redis_url: str | None, listen: str | None) -> Config:
+    """The packaged demo config pointed at a simulator at ``base_url``."""
+    from exporter.simulator.endpoints import ccxt_config
+
+    text = resources.files("exporter").joinpath("demo.yaml").read_text(encoding="utf-8")
+    data: dict[str, Any] = yaml.safe_load(text)
+    for ex in data["exchanges"]:
+        data["exchanges"][ex]["ccxt"] = ccxt_config(ex, base_url)
+    data["redis"] = {"url": redis_url}
+    if listen:
+        data["web"]["listen_address"] = listen
+    return parse(data, "demo config", environ={})
+
+
+async def _demo(args: argparse.Namespace) -> int:
+    from exporter.procs import RedisProcess, SimulatorProcess
+
+    sim = SimulatorProcess(
+        ["--seed", str(args.seed), "--port", str(args.sim_port), "--dislocation-every", "6"]
+    )
+    redis_proc: RedisProcess | None = None
+    redis_url = args.redis_url or os.environ.get("CRYPTOARB_REDIS_URL")
+    try:
+        await sim.start()
+        if redis_url is None and shutil.which("redis-server"):
+            redis_proc = RedisProcess()
+            await redis_proc.start()
+            redis_url = redis_proc.url
+        elif redis_url is None:
+            log.warning("no redis-server binary and no Redis configured: running without Redis")
+        config = demo_config(sim.base_url, redis_url, args.listen_address)
+        web = config.web.listen_address
+        print(
+            f"\n  simulator : {sim.base_url}/control/health\n"
+            f"  redis     : {redis_url or 'off'}\n"
+            f"  metrics   : http://{web}/metrics\n"
+            f"  readiness : http://{web}/readyz\n"
+            f"  Ctrl-C to stop\n",
+            flush=True,
+        )
+        return await _serve(config)
+    finally:
+        await sim.stop()
+        if redis_proc is not None:
+            await redis_proc.stop()
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    return asyncio.run(_demo(args))
+
+
+def cmd_simulate(argv: list[str]) -> int:
+    from exporter.simulator.server import main as sim_main
+
+    return sim_main(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "simulate":
+        _setup_logging("info")
+        return cmd_simulate(argv[1:])
+    args = _parser().parse_args(argv)
+    _setup_logging(args.log_level)
+    try:
+        if args.command == "check-config":
+            return cmd_check_config(args)
+        if args.command == "run":
+            return cmd_run(args)
+        if args.command == "demo":
+            return cmd_demo(args)
+    except KeyboardInterrupt:
+        return 0
+    return EXIT_CONFIG
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,235 @@
+"""Custom Collector: renders market metrics from MarketState and FeedStats on each scrape.
+
+No I/O and no computation beyond reading plain in-memory records happens in ``collect()``.
+Fixed label sets (feed counters, error reasons, window counters, fillability, window_open)
+are exported from start, at 0, so series never appear from nowhere.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from exporter import __version__
+from exporter.analytics.windows import DURATION_BUCKETS
+from exporter.feeds.stats import LatencyHistogram
+from exporter.market import MarketState
+from exporter.model import BookStatus, ErrorReason, label_number
+
+P = "cryptoarb_"
+
+
+class MarketCollector(Collector):
+    def __init__(self, market: MarketState, latency: dict[str, LatencyHistogram]) -> None:
+        self.market = market
+        self.latency = latency
+
+    def describe(self) -> list[Metric]:
+        # Registration must not call collect(): the state may still be empty.
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._books()
+        yield from self._feeds()
+        yield from self._latency()
+        yield from self._pairs()
+        yield from self._windows()
+        cfg = self.market.config
+        info = GaugeMetricFamily(
+            P + "reference_info",
+            "Reference notional and band used by history, insights and alerts",
+            labels=["notional", "band"],
+        )
+        info.add_metric([label_number(cfg.reference_notional), label_number(cfg.reference_band)], 1)
+        yield info
+        build = GaugeMetricFamily(P + "build_info", "Exporter version", labels=["version"])
+        build.add_metric([__version__], 1)
+        yield build
+
+    def _books(self) -> Iterator[Metric]:
+        m = self.market
+        ls = ["exchange", "symbol"]
+        bid = GaugeMetricFamily(
+            P + "orderbook_best_bid_price", "Best bid in the canonical quote", labels=ls
+        )
+        ask = GaugeMetricFamily(
+            P + "orderbook_best_ask_price", "Best ask in the canonical quote", labels=ls
+        )
+        spread = GaugeMetricFamily(
+            P + "orderbook_spread_ratio", "Book spread (ask - bid) / mid", labels=ls
+        )
+        depth = GaugeMetricFamily(
+            P + "orderbook_depth_quote",
+            "Depth within the band around mid, canonical quote",
+            labels=[*ls, "side", "band"],
+        )
+        complete = GaugeMetricFamily(
+            P + "orderbook_depth_complete",
+            "1 when the copied levels reach the band edge on both sides",
+            labels=[*ls, "band"],
+        )
+        imbalance = GaugeMetricFamily(
+            P + "orderbook_imbalance_ratio",
+            "(bid depth - ask depth) / (bid depth + ask depth) within the band",
+            labels=[*ls, "band"],
+        )
+        updated = GaugeMetricFamily(
+            P + "orderbook_last_update_timestamp_seconds",
+            "Local receive wall time of the last book update",
+            labels=ls,
+        )
+        stale = GaugeMetricFamily(
+            P + "orderbook_stale", "1 when the book is stale or frozen", labels=ls
+        )
+        bands = [(b, label_number(b)) for b in m.config.bands]
+        now = time.monotonic()
+        for symbol, mapping in m.symbols.items():
+            for ex, market in mapping.items():
+                labels = [ex, symbol]
+                stale.add_metric(labels, float(m.status(ex, market, now) is BookStatus.STALE))
+                rec = m.books.get((ex, symbol))
+                if rec is None:
+                    continue
+                updated.add_metric(labels, rec.snapshot.received_at)
+                met = rec.metrics
+                if met is None or rec.rate is None:
+                    continue
+                bid.add_metric(labels, met.best_bid * rec.rate)
+                ask.add_metric(labels, met.best_ask * rec.rate)
+                spread.add_metric(labels, met.spread_ratio)
+                for b, bl in bands:
+                    bd, ad = met.depth[b]
+                    depth.add_metric([ex, symbol, "bid", bl], bd)
+                    depth.add_metric([ex, symbol, "ask", bl], ad)
+                    complete.add_metric([ex, symbol, bl], float(met.depth_complete[b]))
+                    if b in met.imbalance:
+                        imbalance.add_metric([ex, symbol, bl], met.imbalance[b])
+        yield from (bid, ask, spread, depth, complete, imbalance, updated, stale)
+
+    def _feeds(self) -> Iterator[Metric]:
+        ls = ["exchange", "symbol"]
+        up = GaugeMetricFamily(
+            P + "feed_up", "1 when the feed is connected and its book synchronised", labels=ls
+        )
+        msgs = CounterMetricFamily(
+            P + "feed_messages", "Messages handled by ccxt for this market", labels=ls
+        )
+        reconnects = CounterMetricFamily(
+            P + "feed_reconnects", "Reconnections of this market's client", labels=ls
+        )
+        resyncs = CounterMetricFamily(
+            P + "feed_resyncs", "Book resynchronisations (sequence gap, checksum)", labels=ls
+        )
+        errors = CounterMetricFamily(
+            P + "feed_errors", "Feed errors by reason", labels=[*ls, "reason"]
+        )
+        for stats in self.market.feeds.values():
+            labels = [stats.exchange, stats.symbol]
+            up.add_metric(labels, float(stats.up))
+            msgs.add_metric(labels, stats.messages)
+            reconnects.add_metric(labels, stats.reconnects)
+            resyncs.add_metric(labels, stats.resyncs)
+            for reason in ErrorReason:
+                errors.add_metric([*labels, reason.value], stats.errors[reason])
+        yield from (up, msgs, reconnects, resyncs, errors)
+
+    def _latency(self) -> Iterator[Metric]:
+        hist = HistogramMetricFamily(
+            P + "feed_latency_seconds",
+            "Exchange event time to local receive time (negatives observed as 0)",
+            labels=["exchange"],
+        )
+        neg = CounterMetricFamily(
+            P + "feed_negative_latency",
+            "Updates whose exchange time was ahead of the local clock",
+            labels=["exchange"],
+        )
+        offset = GaugeMetricFamily(
+            P + "feed_clock_offset_seconds",
+            "Minimum signed latency over the last 60 s (clock offset estimate)",
+            labels=["exchange"],
+        )
+        now = time.time()
+        for ex, h in self.latency.items():
+            hist.add_metric([ex], h.cumulative(), h.total)
+            neg.add_metric([ex], h.negative)
+            off = h.clock_offset(now)
+            if off is not None:
+                offset.add_metric([ex], off)
+        yield from (hist, neg, offset)
+
+    def _pairs(self) -> Iterator[Metric]:
+        m = self.market
+        pl = ["symbol", "buy_exchange", "sell_exchange"]
+        nl = [*pl, "notional"]
+        cross = GaugeMetricFamily(
+            P + "cross_spread_ratio",
+            "Gross top-of-book spread buying on A, selling on B",
+            labels=pl,
+        )
+        roi = GaugeMetricFamily(P + "net_roi_ratio", "Net ROI after fees and slippage", labels=nl)
+        profit = GaugeMetricFamily(
+            P + "net_profit_quote", "Net profit after fees and slippage, canonical quote", labels=nl
+        )
+        fillable = GaugeMetricFamily(
+            P + "opportunity_fillable", "1 when both live books can absorb the notional", labels=nl
+        )
+        breakeven = GaugeMetricFamily(
+            P + "breakeven_notional_quote", "Largest notional with net profit >= 0", labels=pl
+        )
+        optimal = GaugeMetricFamily(
+            P + "optimal_notional_quote", "Notional maximising net profit", labels=pl
+        )
+        optimal_profit = GaugeMetricFamily(
+            P + "optimal_net_profit_quote", "Net profit at the optimal notional", labels=pl
+        )
+        notionals = [(n, label_number(n)) for n in m.config.notionals]
+        for key in m.pair_keys():
+            labels = list(key)
+            result = m.pairs.get(key)
+            if result is None:
+                for _, nl_ in notionals:
+                    fillable.add_metric([*labels, nl_], 0.0)
+                continue
+            cross.add_metric(labels, result.gross_spread)
+            for fill, (_, nl_) in zip(result.fills, notionals, strict=True):
+                fillable.add_metric([*labels, nl_], float(fill.fillable))
+                if fill.net_roi is not None and fill.net_profit is not None:
+                    roi.add_metric([*labels, nl_], fill.net_roi)
+                    profit.add_metric([*labels, nl_], fill.net_profit)
+            if result.optimum is not None:
+                breakeven.add_metric(labels, result.optimum.breakeven_notional)
+                optimal.add_metric(labels, result.optimum.optimal_notional)
+                optimal_profit.add_metric(labels, result.optimum.optimal_net_profit)
+        yield from (cross, roi, profit, fillable, breakeven, optimal, optimal_profit)
+
+    def _windows(self) -> Iterator[Metric]:
+        w = self.market.windows
+        nl = ["symbol", "buy_exchange", "sell_exchange", "notional"]
+        is_open = GaugeMetricFamily(
+            P + "window_open", "1 while a profitable window is open", labels=nl
+        )
+        total = CounterMetricFamily(P + "windows", "Profitable windows opened", labels=nl)
+        for key, count in w.totals.items():
+            labels = [key[0], key[1], key[2], label_number(key[3])]
+            is_open.add_metric(labels, float(key in w.open))
+            total.add_metric(labels, count)
+        dur = HistogramMetricFamily(
+            P + "window_duration_seconds", "Duration of closed windows", labels=["symbol"]
+        )
+        for symbol, h in w.durations.items():
+            acc, buckets = 0, []
+            for bound, c in zip(DURATION_BUCKETS, h.counts, strict=False):
+                acc += c
+                buckets.append((repr(float(bound)), acc))
+            buckets.append(("+Inf", acc + h.counts[-1]))
+            dur.add_metric([symbol], buckets, h.total)
+        yield from (is_open, total, dur)

@@ -1,0 +1,462 @@
+"""Typed configuration: YAML file + ``CRYPTOARB_<SECTION>_<KEY>`` environment overrides.
+
+Field-level checks live on the pydantic models; cross-field checks (unknown exchange in a
+symbol mapping, reference values not configured, missing quote conversion...) run on the raw
+mapping as well, so one run reports every problem at once with its field path.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+CREDENTIAL_KEYS = frozenset(
+    {"apikey", "secret", "password", "uid", "privatekey", "walletaddress", "token", "twofa"}
+)
+ENV_PREFIX = "CRYPTOARB_"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MarketOverride(_Strict):
+    taker_fee: float | None = Field(default=None, ge=0, lt=1)
+    stale_after: float | None = Field(default=None, gt=0)
+
+
+class ExchangeConfig(_Strict):
+    taker_fee: float | None = Field(default=None, ge=0, lt=1)
+    stale_after: float | None = Field(default=None, gt=0)
+    markets: dict[str, MarketOverride] = Field(default_factory=dict)
+    # Withdrawal fee per base currency in base units, for execution model `transfer`.
+    withdrawal_fees: dict[str, float] = Field(default_factory=dict)
+    ccxt: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("ccxt")
+    @classmethod
+    def _no_credentials(cls, value: dict[str, Any]) -> dict[str, Any]:
+        found = sorted(k for k in value if k.lower() in CREDENTIAL_KEYS)
+        if found:
+            raise ValueError(
+                f"credential keys are not accepted ({', '.join(found)}): "
+                "the exporter reads public market data only"
+            )
+        return value
+
+    @field_validator("withdrawal_fees")
+    @classmethod
+    def _fees_non_negative(cls, value: dict[str, float]) -> dict[str, float]:
+        bad = sorted(k for k, v in value.items() if not v >= 0)
+        if bad:
+            raise ValueError(f"withdrawal fees must be >= 0 ({', '.join(bad)})")
+        return value
+
+
+class BookRef(_Strict):
+    exchange: str
+    market: str
+
+
+class QuoteConversion(_Strict):
+    rate: float | None = Field(default=None, gt=0)
+    book: BookRef | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> QuoteConversion:
+        if (self.rate is None) == (self.book is None):
+            raise ValueError("give exactly one of `rate` or `book`")
+        return self
+
+
+class Backoff(_Strict):
+    base: float = Field(default=0.5, gt=0)
+    cap: float = Field(default=30.0, gt=0)
+
+
+class FeedsConfig(_Strict):
+    depth: int = Field(default=100, ge=1, le=5000)
+    stale_after: float = Field(default=10.0, gt=0)
+    frozen_after: float = Field(default=30.0, gt=0)
+    max_book_skew: float = Field(default=2.0, gt=0)
+    backoff: Backoff = Field(default_factory=Backoff)
+    # Prices/quantities beyond these bounds are rejected as `bad_value`.
+    max_price: float = Field(default=1e9, gt=0)
+    max_quantity: float = Field(default=1e12, gt=0)
+
+    @property
+    def sweep_interval(self) -> float:
+        return self.stale_after / 4
+
+
+class WindowsConfig(_Strict):
+    open_threshold: float = 0.0
+    close_threshold: float = -0.0002
+    min_duration_seconds: float = Field(default=1.0, ge=0)
+    log_maxlen: int = Field(default=1_000_000, ge=1000)
+
+
+class ExecutionConfig(_Strict):
+    model: Literal["inventory", "transfer"] = "inventory"
+    rebalance_cost_bps: float = Field(default=0.0, ge=0)
+
+
+class Reference(_Strict):
+    notional: float | None = None
+    band: float | None = None
+    pair: tuple[str, str] | None = None
+
+
+class RedisConfig(_Strict):
+    url: str | None = "redis://127.0.0.1:6379/0"
+    flush_interval: float = Field(default=0.25, gt=0, le=10)
+    queue_max: int = Field(default=100_000, ge=10)
+    socket_timeout: float = Field(default=2.0, gt=0)
+
+
+class WebConfig(_Strict):
+    listen_address: str = "127.0.0.1:9877"
+
+    @field_validator("listen_address")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        _host, sep, port = value.rpartition(":")
+        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError("expected HOST:PORT, e.g. 127.0.0.1:9877")
+        return value
+
+    @property
+    def host(self) -> str:
+        return self.listen_address.rpartition(":")[0].strip("[]") or "0.0.0.0"
+
+    @property
+    def port(self) -> int:
+        return int(self.listen_address.rpartition(":")[2])
+
+
+# Sections reserved for later features; defaults make them optional today.
+class HistoryConfig(_Strict):
+    interval: float = Field(default=1.0, gt=0)
+    maxlen: int = Field(default=86_400, ge=60)
+
+
+class CorrelationConfig(_Strict):
+    window_seconds: float = Field(default=300.0, gt=0)
+    symbols: int = Field(default=20, ge=2)
+    interval: float = Field(default=10.0, gt=0)
+
+
+class InsightsConfig(_Strict):
+    latency_budget: float = Field(default=0.25, gt=0)
+    weights: dict[str, float] = Field(
+        default_factory=lambda: {"fill": 0.4, "latency": 0.2, "volatility": 0.2, "age": 0.2}
+    )
+
+
+class WebhookConfig(_Strict):
+    token_file: str | None = None
+    max_body_bytes: int = Field(default=1 << 20, ge=1024)
+
+
+class ShardConfig(_Strict):
+    index: int = Field(default=0, ge=0)
+    count: int = Field(default=1, ge=1)
+
+
+class Config(_Strict):
+    exchanges: dict[str, ExchangeConfig]
+    symbols: dict[str, dict[str, str]]
+    notionals: list[float]
+    quote_conversion: dict[str, QuoteConversion] = Field(default_factory=dict)
+    bands: list[float] = Field(default_factory=lambda: [0.001, 0.005, 0.01])
+    reference: Reference = Field(default_factory=Reference)
+    feeds: FeedsConfig = Field(default_factory=FeedsConfig)
+    windows: WindowsConfig = Field(default_factory=WindowsConfig)
+    execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
+    redis: RedisConfig = Field(default_factory=RedisConfig)
+    web: WebConfig = Field(default_factory=WebConfig)
+    history: HistoryConfig = Field(default_factory=HistoryConfig)
+    correlation: CorrelationConfig = Field(default_factory=CorrelationConfig)
+    trend_windows: list[float] = Field(default_factory=lambda: [60.0, 300.0])
+    trend_epsilon: float = Field(default=0.0001, ge=0)
+    insights: InsightsConfig = Field(default_factory=InsightsConfig)
+    webhook: WebhookConfig = Field(default_factory=WebhookConfig)
+    shard: ShardConfig = Field(default_factory=ShardConfig)
+
+    @field_validator("notionals")
+    @classmethod
+    def _notionals(cls, value: list[float]) -> list[float]:
+        if not value:
+            raise ValueError("at least one notional is required")
+        if any(not 0 < v < float("inf") for v in value):
+            raise ValueError("every notional must be > 0")
+        if len(set(value)) != len(value):
+            raise ValueError("notionals must be unique")
+        return sorted(value)
+
+    @field_validator("bands")
+    @classmethod
+    def _bands(cls, value: list[float]) -> list[float]:
+        if not value:
+            raise ValueError("at least one band is required")
+        if any(not 0 < v < 1 for v in value):
+            raise ValueError("every band must lie in (0, 1)")
+        if len(set(value)) != len(value):
+            raise ValueError("bands must be unique")
+        return sorted(value)
+
+    # -- derived, after validation ------------------------------------------------------
+    @property
+    def reference_notional(self) -> float:
+        return self.reference.notional if self.reference.notional is not None else self.notionals[0]
+
+    @property
+    def reference_band(self) -> float:
+        if self.reference.band is not None:
+            return self.reference.band
+        return self.bands[len(self.bands) // 2]
+
+    @property
+    def reference_pair(self) -> tuple[str, str]:
+        if self.reference.pair is not None:
+            return self.reference.pair
+        names = list(self.exchanges)
+        return (names[0], names[1] if len(names) > 1 else names[0])
+
+    def taker_fee_override(self, exchange: str, market: str) -> float | None:
+        ex = self.exchanges[exchange]
+        override = ex.markets.get(market)
+        if override is not None and override.taker_fee is not None:
+            return override.taker_fee
+        return ex.taker_fee
+
+    def stale_after(self, exchange: str, market: str) -> float:
+        ex = self.exchanges[exchange]
+        override = ex.markets.get(market)
+        if override is not None and override.stale_after is not None:
+            return override.stale_after
+        return ex.stale_after if ex.stale_after is not None else self.feeds.stale_after
+
+    def canonical_quote(self, symbol: str) -> str:
+        return symbol.split("/")[1]
+
+    def conversion_books(self) -> list[BookRef]:
+        return [c.book for c in self.quote_conversion.values() if c.book is not None]
+
+
+@dataclass(frozen=True)
+class Problem:
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path or '<root>'}: {self.message}"
+
+
+class ConfigError(Exception):
+    """Raised with every problem found; ``str()`` is the readable multi-line report."""
+
+    def __init__(self, source: str, problems: list[Problem]) -> None:
+        self.source = source
+        self.problems = problems
+        lines = [f"invalid configuration ({source}): {len(problems)} problem(s)"]
+        lines += [f"  - {p}" for p in problems]
+        super().__init__("\n".join(lines))
+
+
+def _pydantic_problems(err: ValidationError) -> list[Problem]:
+    out = []
+    for e in err.errors():
+        path = ".".join(str(p) for p in e["loc"])
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        out.append(Problem(path, msg))
+    return out
+
+
+def _is_num(x: object) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool)
+
+
+def _cross_check(data: Mapping[str, Any]) -> list[Problem]:
+    """Checks that span sections; defensive on purpose: fields may be of the wrong type."""
+    from exporter.feeds.registry import watchable_exchanges
+
+    problems: list[Problem] = []
+    exchanges = data.get("exchanges")
+    ex_names = list(exchanges) if isinstance(exchanges, Mapping) else []
+    known = watchable_exchanges()
+    for name in ex_names:
+        if name not in known:
+            problems.append(
+                Problem(f"exchanges.{name}", "not a ccxt.pro exchange with watchOrderBook")
+            )
+
+    symbols = data.get("symbols")
+    quotes_needed: dict[str, str] = {}  # market quote -> first path that needs it
+    if isinstance(symbols, Mapping):
+        if not symbols:
+            problems.append(Problem("symbols", "at least one symbol is required"))
+        seen: dict[tuple[str, str], str] = {}
+        for sym, mapping in symbols.items():
+            if not isinstance(sym, str) or sym.count("/") != 1 or not all(sym.split("/")):
+                problems.append(Problem(f"symbols.{sym}", "expected BASE/QUOTE, e.g. BTC/USD"))
+                continue
+            if not isinstance(mapping, Mapping) or not mapping:
+                continue  # pydantic reports the type
+            canon_quote = sym.split("/")[1]
+            for ex, market in mapping.items():
+                path = f"symbols.{sym}.{ex}"
+                if ex_names and ex not in ex_names:
+                    problems.append(Problem(path, f"exchange '{ex}' is not under `exchanges`"))
+                if not isinstance(market, str) or market.count("/") != 1:
+                    problems.append(Problem(path, "market must look like BASE/QUOTE"))
+                    continue
+                if (ex, market) in seen:
+                    problems.append(
+                        Problem(
+                            path, f"market {ex}:{market} is already mapped by {seen[ex, market]}"
+                        )
+                    )
+                seen[ex, market] = sym
+                q = market.split("/")[1]
+                if q != canon_quote:
+                    quotes_needed.setdefault(q, path)
+
+    conversions = data.get("quote_conversion") or {}
+    if isinstance(conversions, Mapping):
+        for q, path in quotes_needed.items():
+            if q not in conversions:
+                problems.append(
+                    Problem(
+                        path,
+                        f"quote {q} differs from the canonical quote and "
+                        f"`quote_conversion.{q}` is missing (USDT is never assumed equal to USD)",
+                    )
+                )
+        for q, conv in conversions.items():
+            if isinstance(conv, Mapping) and isinstance(conv.get("book"), Mapping):
+                ex = conv["book"].get("exchange")
+                if ex_names and ex not in ex_names:
+                    problems.append(
+                        Problem(f"quote_conversion.{q}.book.exchange", f"unknown exchange '{ex}'")
+                    )
+                market = conv["book"].get("market")
+                if isinstance(market, str) and q not in market.split("/"):
+                    problems.append(
+                        Problem(f"quote_conversion.{q}.book.market", f"market must contain {q}")
+                    )
+
+    ref = data.get("reference")
+    if isinstance(ref, Mapping):
+        notionals = data.get("notionals")
+        n = ref.get("notional")
+        if n is not None and isinstance(notionals, list) and _is_num(n) and n not in notionals:
+            problems.append(Problem("reference.notional", f"{n} is not among `notionals`"))
+        bands = data.get("bands", [0.001, 0.005, 0.01])
+        b = ref.get("band")
+        if b is not None and isinstance(bands, list) and _is_num(b) and b not in bands:
+            problems.append(Problem("reference.band", f"{b} is not among `bands`"))
+        pair = ref.get("pair")
+        if isinstance(pair, list | tuple):
+            if len(pair) == 2 and pair[0] == pair[1]:
+                problems.append(Problem("reference.pair", "needs two different exchanges"))
+            for i, ex in enumerate(pair):
+                if ex_names and ex not in ex_names:
+                    problems.append(Problem(f"reference.pair.{i}", f"unknown exchange '{ex}'"))
+    elif len(ex_names) < 2 and ex_names:
+        pass  # single-exchange configs get book metrics only
+
+    windows = data.get("windows")
+    if isinstance(windows, Mapping):
+        o, c = windows.get("open_threshold", 0.0), windows.get("close_threshold", -0.0002)
+        if _is_num(o) and _is_num(c) and c > o:
+            problems.append(
+                Problem("windows.close_threshold", "must be <= open_threshold (hysteresis)")
+            )
+    feeds = data.get("feeds")
+    if isinstance(feeds, Mapping) and isinstance(feeds.get("backoff"), Mapping):
+        bo = feeds["backoff"]
+        if _is_num(bo.get("base")) and _is_num(bo.get("cap")) and bo["base"] > bo["cap"]:
+            problems.append(Problem("feeds.backoff.cap", "must be >= backoff.base"))
+    shard = data.get("shard")
+    if isinstance(shard, Mapping):
+        i, c = shard.get("index", 0), shard.get("count", 1)
+        if _is_num(i) and _is_num(c) and i >= c:
+            problems.append(Problem("shard.index", "must be < shard.count"))
+    return problems
+
+
+def apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> list[Problem]:
+    """Apply ``CRYPTOARB_<SECTION>_<KEY>=value`` overrides in place (value parsed as YAML)."""
+    problems: list[Problem] = []
+    sections = sorted(Config.model_fields, key=len, reverse=True)
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        rest = name[len(ENV_PREFIX) :].lower()
+        section = next((s for s in sections if rest.startswith(s + "_")), None)
+        if section is None:
+            problems.append(Problem(f"env {name}", "does not name a known SECTION_KEY"))
+            continue
+        key = rest[len(section) + 1 :]
+        existing = data.get(section)
+        if isinstance(existing, dict):
+            # Keys such as quote currencies keep the file's spelling (USDT, not usdt).
+            key = next((k for k in existing if str(k).lower() == key), key)
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            value = raw
+        target = data.setdefault(section, {})
+        if not isinstance(target, dict):
+            problems.append(Problem(f"env {name}", f"section `{section}` is not a mapping"))
+            continue
+        target[key] = value
+    return problems
+
+
+def parse(data: Any, source: str = "<config>", environ: Mapping[str, str] | None = None) -> Config:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(source, [Problem("", "the top level must be a mapping")])
+    data = copy.deepcopy(data)
+    problems = apply_env(data, os.environ if environ is None else environ)
+    config: Config | None = None
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as err:
+        problems += _pydantic_problems(err)
+    problems += _cross_check(data)
+    if problems or config is None:
+        raise ConfigError(source, problems)
+    return config
+
+
+def load(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError(str(p), [Problem("", f"cannot read file: {err.strerror}")]) from err
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(str(p), [Problem("", f"not valid YAML: {err}")]) from err
+    return parse(data, str(p), environ)

@@ -1,0 +1,317 @@
+"""Supervised ccxt.pro order-book feeds: one task per (exchange, market).
+
+Each market gets its own ccxt client (markets loaded once per exchange and shared), so a
+forced reconnect or a checksum resync touches that book only. The watch has its own
+timeout because a crashed ccxt receive loop never wakes the watcher.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import ccxt.pro
+from ccxt.base import errors as ccxt_errors
+
+from exporter.feeds.clients import MalformedFrame, build_exchange
+from exporter.feeds.stats import FeedStats, LatencyHistogram, RateLimitedLog
+from exporter.model import BookSnapshot, BookStatus, ErrorReason
+
+log = logging.getLogger(__name__)
+
+BookHandler = Callable[[BookSnapshot], None]
+
+
+@dataclass(frozen=True)
+class MarketInfo:
+    """What analytics needs from ccxt's market listing."""
+
+    taker_fee: float
+    min_cost: float
+    min_amount: float
+
+
+@dataclass(frozen=True)
+class FeedSettings:
+    depth: int
+    watch_timeout: float
+    backoff_base: float
+    backoff_cap: float
+    max_price: float = 1e9
+    max_quantity: float = 1e12
+
+
+def classify(exc: BaseException) -> ErrorReason:
+    """Map a ccxt (or asyncio) error to the fixed reason label set."""
+    if isinstance(exc, MalformedFrame):
+        return ErrorReason.MALFORMED_FRAME
+    if isinstance(exc, ccxt_errors.ChecksumError):
+        return ErrorReason.CHECKSUM
+    if isinstance(exc, ccxt_errors.InvalidNonce):
+        return ErrorReason.SEQUENCE_GAP
+    if isinstance(exc, ccxt_errors.RateLimitExceeded | ccxt_errors.DDoSProtection):
+        return ErrorReason.RATE_LIMIT
+    if isinstance(exc, TimeoutError | ccxt_errors.RequestTimeout):
+        return ErrorReason.TIMEOUT
+    if isinstance(exc, ccxt_errors.BadSymbol):
+        return ErrorReason.UNKNOWN_SYMBOL
+    if isinstance(exc, ccxt_errors.NetworkError):
+        return ErrorReason.NETWORK
+    return ErrorReason.BAD_VALUE
+
+
+class Backoff:
+    """Capped exponential backoff with full jitter, reset after a success."""
+
+    def __init__(self, base: float, cap: float) -> None:
+        self.base, self.cap, self.attempt = base, cap, 0
+
+    def next_delay(self) -> float:
+        ceiling = min(self.cap, self.base * (2**self.attempt))
+        self.attempt += 1
+        return random.uniform(ceiling / 2, ceiling)
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+def copy_levels(
+    side: Any, k: int, max_price: float, max_qty: float
+) -> tuple[tuple[float, float], ...]:
+    """Copy the top ``k`` levels; raises ValueError on NaN/inf/non-positive/out-of-bound values."""
+    out = tuple((float(p), float(q)) for p, q, *_ in side[:k])
+    for p, q in out:
+        if not (0 < p <= max_price and 0 < q <= max_qty) or math.isnan(p + q):
+            raise ValueError(f"bad level price={p} qty={q}")
+    return out
+
+
+class MarketFeed:
+    """Watches one market forever; owned by the ExchangeFeeds task group."""
+
+    def __init__(
+        self,
+        exchange_id: str,
+        market: str,
+        stats: FeedStats,
+        latency: LatencyHistogram,
+        settings: FeedSettings,
+        make_client: Callable[[FeedStats], Any],
+        on_book: BookHandler,
+        warn: RateLimitedLog,
+    ) -> None:
+        self.exchange_id = exchange_id
+        self.market = market
+        self.stats = stats
+        self.latency = latency
+        self.settings = settings
+        self._make_client = make_client
+        self._on_book = on_book
+        self._warn = warn
+        self._backoff = Backoff(settings.backoff_base, settings.backoff_cap)
+
+    def _error(self, reason: ErrorReason, exc: BaseException | str) -> None:
+        self.stats.errors[reason] += 1
+        self.stats.last_error = f"{reason}: {exc}"
+        self._warn.warning(
+            (self.exchange_id, reason), "%s %s: %s (%s)", self.exchange_id, self.market, reason, exc
+        )
+
+    async def run(self) -> None:
+        first = True
+        while True:
+            client = self._make_client(self.stats)
+            retry_after: float | None = None
+            try:
+                if not first:
+                    self.stats.reconnects += 1
+                first = False
+                await self._watch(client)
+            except asyncio.CancelledError:
+                raise
+            except (ccxt_errors.BadSymbol, ccxt_errors.NotSupported) as exc:
+                # A configuration problem: retrying cannot help.
+                self.stats.status = BookStatus.DOWN
+                self.stats.config_error = True
+                self._error(ErrorReason.UNKNOWN_SYMBOL, exc)
+                log.error("%s %s: not retried: %s", self.exchange_id, self.market, exc)
+                return
+            except Exception as exc:
+                reason = classify(exc)
+                self._error(reason, exc)
+                if reason in (ErrorReason.CHECKSUM, ErrorReason.SEQUENCE_GAP):
+                    self.stats.resyncs += 1
+                    self.stats.status = BookStatus.RESYNCING
+                else:
+                    self.stats.status = BookStatus.DOWN
+                retry_after = _retry_after(client)
+            finally:
+                await _close_quietly(client)
+            delay = self._backoff.next_delay()
+            if retry_after is not None:
+                delay = max(delay, min(retry_after, self.settings.backoff_cap))
+            await asyncio.sleep(delay)
+
+    async def _watch(self, client: Any) -> None:
+        s = self.settings
+        stats = self.stats
+        while True:
+            try:
+                book = await asyncio.wait_for(
+                    client.watch_order_book(self.market, s.depth), timeout=s.watch_timeout
+                )
+            except TimeoutError as exc:
+                raise TimeoutError(f"no update for {s.watch_timeout:g}s") from exc
+            received_at = time.time()
+            mono = time.monotonic()
+            try:
+                bids = copy_levels(book["bids"], s.depth, s.max_price, s.max_quantity)
+                asks = copy_levels(book["asks"], s.depth, s.max_price, s.max_quantity)
+            except (ValueError, TypeError) as exc:
+                # The ccxt book holds garbage: count it and rebuild the book from scratch.
+                raise _BadBook(str(exc)) from exc
+            ts = book.get("timestamp")
+            exchange_ts = ts / 1000.0 if isinstance(ts, int | float) else None
+            if exchange_ts is not None:
+                self.latency.observe(received_at - exchange_ts, received_at)
+            snap = BookSnapshot(
+                exchange=self.exchange_id,
+                symbol=stats.symbol,
+                market=self.market,
+                bids=bids,
+                asks=asks,
+                exchange_ts=exchange_ts,
+                received_at=received_at,
+                received_mono=mono,
+                nonce=book.get("nonce"),
+            )
+            if not bids or not asks:
+                stats.status = BookStatus.SYNCING
+            else:
+                stats.status = BookStatus.CROSSED if snap.crossed else BookStatus.LIVE
+                self._backoff.reset()
+            self._on_book(snap)
+
+
+class _BadBook(ccxt_errors.BadResponse):  # type: ignore[misc]
+    pass
+
+
+def _retry_after(client: Any) -> float | None:
+    value = getattr(client, "last_retry_after", None)
+    return float(value) if isinstance(value, int | float) else None
+
+
+async def _close_quietly(client: Any) -> None:
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(client.close(), timeout=2.0)
+
+
+class ExchangeFeeds:
+    """All markets of one exchange: loads markets once, then one MarketFeed per market."""
+
+    def __init__(
+        self,
+        exchange_id: str,
+        ccxt_config: dict[str, Any],
+        markets: dict[str, FeedStats],
+        latency: LatencyHistogram,
+        settings: FeedSettings,
+        on_book: BookHandler,
+    ) -> None:
+        self.exchange_id = exchange_id
+        self.ccxt_config = ccxt_config
+        self.stats = markets  # market -> stats
+        self.latency = latency
+        self.settings = settings
+        self.on_book = on_book
+        self.market_info: dict[str, MarketInfo] = {}
+        self.ready = asyncio.Event()
+        self._markets: Any = None
+        self._currencies: Any = None
+        self._warn = RateLimitedLog(log)
+
+    def _client_config(self) -> dict[str, Any]:
+        config = dict(self.ccxt_config)
+        config.setdefault("enableRateLimit", True)
+        return config
+
+    async def load_markets(self) -> None:
+        backoff = Backoff(self.settings.backoff_base, self.settings.backoff_cap)
+        while True:
+            loader = getattr(ccxt.pro, self.exchange_id)(self._client_config())
+            try:
+                await loader.load_markets()
+                self._markets, self._currencies = loader.markets, loader.currencies
+                break
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                reason = classify(exc)
+                for stats in self.stats.values():
+                    stats.errors[reason] += 1
+                    stats.status = BookStatus.DOWN
+                self._warn.warning(
+                    (self.exchange_id, "load_markets"),
+                    "%s: loading markets failed: %s",
+                    self.exchange_id,
+                    exc,
+                )
+            finally:
+                await _close_quietly(loader)
+            await asyncio.sleep(backoff.next_delay())
+        for market, stats in self.stats.items():
+            m = self._markets.get(market)
+            if m is None:
+                stats.status = BookStatus.DOWN
+                stats.config_error = True
+                stats.errors[ErrorReason.UNKNOWN_SYMBOL] += 1
+                log.error("%s: market %s is not listed; not watched", self.exchange_id, market)
+                continue
+            limits = m.get("limits") or {}
+            self.market_info[market] = MarketInfo(
+                taker_fee=float(m.get("taker") or 0.0),
+                min_cost=float((limits.get("cost") or {}).get("min") or 0.0),
+                min_amount=float((limits.get("amount") or {}).get("min") or 0.0),
+            )
+        self.ready.set()
+
+    def _make_client(self, stats: FeedStats) -> Any:
+        def on_frame() -> None:
+            stats.messages += 1
+
+        def on_malformed(exc: BaseException) -> None:
+            # Counted here; the rejection it triggers is classified as malformed_frame too,
+            # so do not double count: the supervisor's handler counts it.
+            log.debug("%s %s: malformed frame: %r", self.exchange_id, stats.market, exc)
+
+        client = build_exchange(
+            self.exchange_id, self._client_config(), on_frame=on_frame, on_malformed=on_malformed
+        )
+        client.set_markets(self._markets, self._currencies)
+        return client
+
+    async def run(self) -> None:
+        await self.load_markets()
+        async with asyncio.TaskGroup() as tg:
+            for market, stats in self.stats.items():
+                if market not in self.market_info:
+                    continue
+                feed = MarketFeed(
+                    self.exchange_id,
+                    market,
+                    stats,
+                    self.latency,
+                    self.settings,
+                    self._make_client,
+                    self.on_book,
+                    self._warn,
+                )
+                tg.create_task(feed.run(), name=f"feed:{self.exchange_id}:{market}")

@@ -1,0 +1,118 @@
+"""HTTP surface (aiohttp): landing page, /metrics, /healthz, /readyz, JSON errors."""
+
+from __future__ import annotations
+
+import html
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from exporter import __version__
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+ReadinessCheck = Callable[[], tuple[bool, dict[str, Any]]]
+
+
+def json_error(status: int, message: str, **extra: Any) -> web.Response:
+    return web.json_response({"error": message, "status": status, **extra}, status=status)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error leaves as JSON; nothing a client sends crashes the server."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return json_error(exc.status, exc.reason or "error", path=request.path)
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return json_error(500, "internal error", path=request.path)
+
+
+LANDING = """<!doctype html>
+<html><head><meta charset="utf-8"><title>cryptoarb exporter</title></head>
+<body><h1>cryptoarb exporter {version}</h1>
+<p>Cross-exchange crypto arbitrage exporter for Prometheus.</p>
+<ul>
+<li><a href="/metrics">/metrics</a> &mdash; Prometheus metrics</li>
+<li><a href="/healthz">/healthz</a> &mdash; liveness</li>
+<li><a href="/readyz">/readyz</a> &mdash; readiness (every book live, Redis answered)</li>
+{extra}
+</ul></body></html>
+"""
+
+
+class HttpServer:
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        ready: ReadinessCheck,
+        host: str,
+        port: int,
+        extra_routes: list[web.RouteDef] | None = None,
+        client_max_size: int = 1 << 20,
+    ) -> None:
+        self.registry = registry
+        self._ready = ready
+        self.host, self.port = host, port
+        self.app = web.Application(middlewares=[error_middleware], client_max_size=client_max_size)
+        routes = [
+            web.get("/", self.landing),
+            web.get("/metrics", self.metrics),
+            web.get("/healthz", self.healthz),
+            web.get("/readyz", self.readyz),
+            *(extra_routes or []),
+        ]
+        self.app.add_routes(routes)
+        self._extra_paths = sorted(
+            {
+                r.path
+                for r in (extra_routes or [])
+                if isinstance(r, web.RouteDef) and r.method == "GET"
+            }
+        )
+        self._runner: web.AppRunner | None = None
+        self.bound_port: int | None = None
+
+    async def landing(self, request: web.Request) -> web.Response:
+        extra = "".join(
+            f'<li><a href="{html.escape(p)}">{html.escape(p)}</a></li>' for p in self._extra_paths
+        )
+        return web.Response(
+            text=LANDING.format(version=__version__, extra=extra), content_type="text/html"
+        )
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        body = generate_latest(self.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok", "version": __version__})
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        ok, detail = self._ready()
+        return web.json_response(
+            {"status": "ready" if ok else "not ready", **detail}, status=200 if ok else 503
+        )
+
+    async def start(self) -> None:
+        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
+        await site.start()
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        self.bound_port = sockets[0].getsockname()[1] if sockets else self.port
+        log.info("listening on http://%s:%s", self.host, self.bound_port)
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
