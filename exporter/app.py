@@ -190,7 +190,11 @@ class Exporter:
         t0 = time.monotonic()
         for task in feeds + timers:
             task.cancel()
-        await asyncio.gather(*feeds, *timers, return_exceptions=True)
+        _done, pending = await asyncio.wait(feeds + timers, timeout=5.0)
+        if pending:
+            log.warning(
+                "shutdown: still stopping after 5 s: %s", ", ".join(t.get_name() for t in pending)
+            )
         closed = self.market.close_all(CloseReason.SHUTDOWN)
         self.publish()
         writer.cancel()

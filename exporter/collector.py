@@ -205,10 +205,11 @@ class MarketCollector(Collector):
                 if fill.net_roi is not None and fill.net_profit is not None:
                     roi.add_metric([*labels, nl_], fill.net_roi)
                     profit.add_metric([*labels, nl_], fill.net_profit)
-            if result.optimum is not None:
-                breakeven.add_metric(labels, result.optimum.breakeven_notional)
-                optimal.add_metric(labels, result.optimum.optimal_notional)
-                optimal_profit.add_metric(labels, result.optimum.optimal_net_profit)
+            # No profitable size at all is exported as 0 ("nothing to trade").
+            opt = result.optimum
+            breakeven.add_metric(labels, opt.breakeven_notional if opt else 0.0)
+            optimal.add_metric(labels, opt.optimal_notional if opt else 0.0)
+            optimal_profit.add_metric(labels, opt.optimal_net_profit if opt else 0.0)
         yield from (cross, roi, profit, fillable, breakeven, optimal, optimal_profit)
 
     def _windows(self) -> Iterator[Metric]:

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from exporter.analytics.arbitrage import Leg, evaluate_pair, gross_spread
+from exporter.analytics.arbitrage import Leg, evaluate_pair
 from exporter.analytics.book import book_metrics
 from exporter.analytics.windows import WindowKey, WindowTracker, window_entry
 from exporter.config import Config
@@ -248,16 +248,6 @@ class MarketState:
             return 0.0
         base = self.symbols[symbol][buy_exchange].split("/")[0]
         return self.config.exchanges[buy_exchange].withdrawal_fees.get(base, 0.0)
-
-    def cross_spread(self, symbol: str, a: str, b: str) -> float | None:
-        """Gross top-of-book spread, buying on a and selling on b (live books only)."""
-        ra, rb = self.books.get((a, symbol)), self.books.get((b, symbol))
-        if ra is None or rb is None or ra.rate is None or rb.rate is None:
-            return None
-        ask, bid = ra.snapshot.best_ask, rb.snapshot.best_bid
-        if ask is None or bid is None:
-            return None
-        return gross_spread(ask, ra.rate, bid, rb.rate)
 
     # -- timer -------------------------------------------------------------------------
     def sweep(self) -> None:

@@ -41,6 +41,8 @@ class SimulatorProcess:
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "exporter.simulator", *self.args,
             stdout=asyncio.subprocess.PIPE,
+            # Own session: Ctrl-C reaches only the parent, which stops children in order.
+            start_new_session=True,
         )  # fmt: skip
         assert self.proc.stdout is not None
         try:
@@ -82,6 +84,7 @@ class RedisProcess:
             binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
             "--appendonly", "no", "--dir", self._dir.name,
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+            start_new_session=True,
         )  # fmt: skip
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout

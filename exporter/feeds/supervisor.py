@@ -209,9 +209,25 @@ def _retry_after(client: Any) -> float | None:
     return float(value) if isinstance(value, int | float) else None
 
 
-async def _close_quietly(client: Any) -> None:
+_closing: set[asyncio.Task[Any]] = set()
+
+
+async def _close_quietly(client: Any, timeout: float = 2.0) -> None:
+    """Close a ccxt client without ever hanging: ccxt's close() may swallow cancellation,
+    which would make ``wait_for`` wait forever, so wait on a separately owned task."""
+    task = asyncio.ensure_future(client.close())
+    _closing.add(task)
+    task.add_done_callback(_closing.discard)
+    task.add_done_callback(_consume)
     with contextlib.suppress(Exception):
-        await asyncio.wait_for(client.close(), timeout=2.0)
+        await asyncio.wait({task}, timeout=timeout)
+    if not task.done():
+        task.cancel()
+
+
+def _consume(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 class ExchangeFeeds:

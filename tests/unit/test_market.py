@@ -1,0 +1,196 @@
+"""MarketState: only live, time-aligned books make opportunities; staleness, frozen books,
+conversion books and the collector's exported series."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from exporter.collector import MarketCollector
+from exporter.config import Config, parse
+from exporter.feeds.stats import FeedStats, LatencyHistogram
+from exporter.market import MarketState
+from exporter.model import BookSnapshot, BookStatus, CloseReason
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def make_config(**over: Any) -> Config:
+    data: dict[str, Any] = {
+        "exchanges": {"binance": {}, "kraken": {}},
+        "symbols": {"BTC/USD": {"binance": "BTC/USDT", "kraken": "BTC/USD"}},
+        "quote_conversion": {"USDT": {"book": {"exchange": "kraken", "market": "USDT/USD"}}},
+        "notionals": [1000, 10000],
+        "feeds": {"stale_after": 5, "frozen_after": 10, "max_book_skew": 2},
+        "windows": {"open_threshold": 0.0, "close_threshold": -0.0002, "min_duration_seconds": 0},
+    }
+    data.update(over)
+    return parse(data, environ={})
+
+
+class Harness:
+    def __init__(self, config: Config) -> None:
+        self.clock = Clock()
+        self.log: list[dict[str, Any]] = []
+        self.feeds = {
+            ("binance", "BTC/USDT"): FeedStats("binance", "BTC/USD", "BTC/USDT"),
+            ("kraken", "BTC/USD"): FeedStats("kraken", "BTC/USD", "BTC/USD"),
+            ("kraken", "USDT/USD"): FeedStats("kraken", "USDT/USD", "USDT/USD"),
+        }
+        self.state = MarketState(
+            config, self.feeds, lambda ex, m: (0.001, 0.0, 0.0), self.log.append, self.clock
+        )
+
+    def book(
+        self, exchange: str, market: str, bid: float, ask: float, qty: float = 10.0, dt: float = 0
+    ) -> None:
+        stats = self.feeds[(exchange, market)]
+        snap = BookSnapshot(
+            exchange=exchange,
+            symbol=stats.symbol,
+            market=market,
+            bids=tuple((bid - i * 0.5, qty) for i in range(20)),
+            asks=tuple((ask + i * 0.5, qty) for i in range(20)),
+            exchange_ts=None,
+            received_at=1.7e9 + self.clock.t + dt,
+            received_mono=self.clock.t + dt,
+        )
+        stats.status = BookStatus.CROSSED if snap.crossed else BookStatus.LIVE
+        self.state.on_book(snap)
+
+
+@pytest.fixture
+def h() -> Harness:
+    return Harness(make_config())
+
+
+def test_no_opportunity_without_the_conversion_book(h: Harness) -> None:
+    h.book("binance", "BTC/USDT", 100.0, 100.5)
+    h.book("kraken", "BTC/USD", 101.0, 101.5)
+    assert h.state.pairs == {}  # USDT rate unknown: never assume USDT == USD
+    h.book("kraken", "USDT/USD", 0.9999, 1.0001)
+    assert set(h.state.pairs) == {
+        ("BTC/USD", "binance", "kraken"),
+        ("BTC/USD", "kraken", "binance"),
+    }
+    r = h.state.pairs[("BTC/USD", "binance", "kraken")]
+    assert r.gross_spread == pytest.approx((101.0 - 100.5) / 100.5)
+    assert r.fills[0].fillable and r.fills[0].net_roi is not None
+    # buying 1000 USD: crosses only the first ask level, fees 0.1 % twice
+    base = 1000 / 100.5 * (1 - 0.001)
+    assert r.fills[0].net_profit == pytest.approx(base * 101.0 * (1 - 0.001) - 1000)
+    assert ("BTC/USD", "binance", "kraken", 1000.0) in h.state.windows.open
+
+
+def test_stale_book_yields_nothing_and_closes_windows_at_last_update_plus_stale_after(
+    h: Harness,
+) -> None:
+    h.book("kraken", "USDT/USD", 0.9999, 1.0001)
+    h.book("binance", "BTC/USDT", 100.0, 100.5)
+    h.book("kraken", "BTC/USD", 101.0, 101.5)
+    last_wall = h.state.books[("kraken", "BTC/USD")].snapshot.received_at
+    h.clock.t += 6  # > stale_after (5) for every book
+    assert h.state.status("kraken", "BTC/USD") is BookStatus.STALE
+    h.state.sweep()
+    assert h.state.pairs == {}
+    assert h.log and all(e["close_reason"] == "stale" for e in h.log)
+    assert h.log[0]["end"] == pytest.approx(last_wall + 5, abs=1e-3)
+
+
+def test_skewed_books_are_not_paired(h: Harness) -> None:
+    h.book("kraken", "USDT/USD", 0.9999, 1.0001)
+    h.book("binance", "BTC/USDT", 100.0, 100.5)
+    h.clock.t += 3  # > max_book_skew (2), < stale_after
+    h.book("kraken", "USDT/USD", 0.9999, 1.0001)
+    h.book("kraken", "BTC/USD", 101.0, 101.5)
+    assert h.state.pairs == {}
+
+
+def test_crossed_book_yields_nothing(h: Harness) -> None:
+    h.book("kraken", "USDT/USD", 0.9999, 1.0001)
+    h.book("binance", "BTC/USDT", 100.0, 100.5)
+    h.book("kraken", "BTC/USD", 102.0, 101.0)  # bid >= ask
+    assert h.state.pairs == {}
+    h.state.sweep()
+    assert h.feeds[("kraken", "BTC/USD")].errors["crossed"] == 1  # type: ignore[index]
+
+
+def test_frozen_book_while_the_other_moves_is_stale(h: Harness) -> None:
+    h.book("kraken", "USDT/USD", 0.9999, 1.0001)
+    h.book("binance", "BTC/USDT", 100.0, 100.5)
+    h.book("kraken", "BTC/USD", 101.0, 101.5)
+    for i in range(1, 13):  # kraken repeats the same book, binance moves, for 12 s > 10 s
+        h.clock.t += 1
+        h.book("kraken", "USDT/USD", 0.9999, 1.0001)
+        h.book("binance", "BTC/USDT", 100.0 + i * 0.01, 100.5 + i * 0.01)
+        h.book("kraken", "BTC/USD", 101.0, 101.5)
+    assert h.state.status("kraken", "BTC/USD") is BookStatus.STALE
+    assert h.state.status("binance", "BTC/USDT") is BookStatus.LIVE
+    assert not any(k[1:] in (("binance", "kraken"), ("kraken", "binance")) for k in h.state.pairs)
+
+
+def test_stale_conversion_book_stops_opportunities(h: Harness) -> None:
+    h.book("kraken", "USDT/USD", 0.9999, 1.0001)
+    h.book("binance", "BTC/USDT", 100.0, 100.5)
+    h.book("kraken", "BTC/USD", 101.0, 101.5)
+    assert h.state.pairs
+    h.clock.t += 4
+    h.book("binance", "BTC/USDT", 100.0, 100.6)
+    h.book("kraken", "BTC/USD", 101.0, 101.6)
+    h.clock.t += 2  # conversion book now 6 s old
+    h.state.sweep()
+    assert h.state.pairs == {}
+
+
+def test_shutdown_closes_open_windows_with_reason(h: Harness) -> None:
+    h.book("kraken", "USDT/USD", 0.9999, 1.0001)
+    h.book("binance", "BTC/USDT", 100.0, 100.5)
+    h.book("kraken", "BTC/USD", 101.0, 101.5)
+    closed = h.state.close_all(CloseReason.SHUTDOWN)
+    assert closed and {e["close_reason"] for e in h.log} == {"shutdown"}
+
+
+def scrape(h: Harness) -> dict[str, list[tuple[dict[str, str], float]]]:
+    reg = CollectorRegistry()
+    reg.register(MarketCollector(h.state, {"binance": LatencyHistogram(), "kraken": LatencyHistogram()}))
+    out: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for fam in text_string_to_metric_families(generate_latest(reg).decode()):
+        for s in fam.samples:
+            out.setdefault(s.name, []).append((s.labels, s.value))
+    return out
+
+
+def test_collector_exports_fixed_label_sets_at_zero_from_start(h: Harness) -> None:
+    m = scrape(h)
+    assert len(m["cryptoarb_feed_errors_total"]) == 3 * 10
+    assert all(v == 0 for _, v in m["cryptoarb_feed_errors_total"])
+    assert len(m["cryptoarb_window_open"]) == 2 * 2  # 2 directions x 2 notionals
+    assert len(m["cryptoarb_windows_total"]) == 4
+    assert len(m["cryptoarb_opportunity_fillable"]) == 4
+    assert "cryptoarb_net_roi_ratio" not in m  # no sample, never NaN
+    assert m["cryptoarb_reference_info"] == [({"notional": "1000", "band": "0.005"}, 1.0)]
+
+
+def test_collector_exports_live_opportunities(h: Harness) -> None:
+    h.book("kraken", "USDT/USD", 0.9999, 1.0001)
+    h.book("binance", "BTC/USDT", 100.0, 100.5)
+    h.book("kraken", "BTC/USD", 101.0, 101.5)
+    m = scrape(h)
+    rois = {(s["buy_exchange"], s["notional"]): v for s, v in m["cryptoarb_net_roi_ratio"]}
+    assert set(rois) == {("binance", "1000"), ("binance", "10000"), ("kraken", "1000"),
+                         ("kraken", "10000")}  # fmt: skip
+    assert rois[("binance", "1000")] > 0 > rois[("kraken", "1000")]
+    depth = [s for s, _ in m["cryptoarb_orderbook_depth_quote"]]
+    assert {d["band"] for d in depth} == {"0.001", "0.005", "0.01"}
+    opened = {(s["buy_exchange"], s["notional"]): v for s, v in m["cryptoarb_window_open"]}
+    assert opened[("binance", "1000")] == 1.0
+    assert all(str(v) != "nan" for vals in m.values() for _, v in vals)
