@@ -1,0 +1,554 @@
+"""Redis state (DESIGN section 5): a conflating, bounded, batched writer and the readers.
+
+Hot path: ``put_ticker``/``put_symbols``/``put_history``/``append_log`` are synchronous, O(1),
+never await and never raise; they only touch in-memory buffers. ``run()`` flushes the buffers
+on a timer with one ``EVALSHA`` per batch (one round trip, atomic on the server).
+
+Delivery of stream entries (history rows and log entries) is exactly-once and in order while
+the process lives: every entry gets a sequence number, buffers are only trimmed after the
+server acknowledged a batch, and the Lua script keeps the last applied sequence per kind in a
+per-writer hash ``writer:{id}``; a batch retried after an ambiguous failure (connection lost
+after the server ran the script) skips what was already applied. ``dedupe_key`` entries are
+checked and marked (``dedupe:{key}``, TTL 7 d) inside the same script.
+
+Drop policy when ``queue_max`` pending entries are reached: tickers first (oldest key), then
+history rows (oldest), then log entries (oldest; only when every pending entry is a log entry).
+Symbol-set replacements are not counted (at most one is pending).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import random
+import time
+import uuid
+from collections import deque
+from collections.abc import Iterable, Mapping
+from itertools import islice
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+log = logging.getLogger(__name__)
+
+LOG_STREAM = "windows"
+SYMBOLS_KEY = "symbols"
+KINDS = ("ticker", "history", "log")
+BATCH = 2000  # max tickers / history rows / log entries per script call
+IDLE_PING = 5.0  # seconds without Redis contact before run() pings to refresh `up`
+_JSON_OPTS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
+
+# KEYS: 1 writer guard hash, 2 log stream, 3 symbols set, 3+1..3+nt ticker keys, then history keys
+# ARGV: 1 ticker ttl ms, 2 nt, 3 nsym (-1: keep the set), 4 history maxlen, 5 log maxlen,
+#       6 dedupe ttl s, 7 guard ttl s, then nt ticker values, nsym members,
+#       nh, nh x (seq, history key index, nfields, fields...), nl, nl x (seq, dedupe key, nf, ...)
+_FLUSH_LUA = """
+local nt = tonumber(ARGV[2])
+local nsym = tonumber(ARGV[3])
+local a = 8
+for k = 1, nt do
+  redis.call('SET', KEYS[3 + k], ARGV[a], 'PX', ARGV[1])
+  a = a + 1
+end
+if nsym >= 0 then
+  redis.call('DEL', KEYS[3])
+  local last = a + nsym - 1
+  local s = a
+  while s <= last do
+    local e = math.min(s + 999, last)
+    redis.call('SADD', KEYS[3], unpack(ARGV, s, e))
+    s = e + 1
+  end
+  a = a + nsym
+end
+local hdone = tonumber(redis.call('HGET', KEYS[1], 'history') or '0')
+local ldone = tonumber(redis.call('HGET', KEYS[1], 'log') or '0')
+local hlast = tostring(hdone)
+local llast = tostring(ldone)
+local hw, lw, dd, sk = 0, 0, 0, 0
+local function save()
+  redis.call('HSET', KEYS[1], 'history', hlast, 'log', llast)
+  redis.call('EXPIRE', KEYS[1], ARGV[7])
+end
+local function add(key, maxlen, nf)
+  local r = redis.pcall('XADD', key, 'MAXLEN', '~', maxlen, '*',
+    unpack(ARGV, a + 3, a + 2 + 2 * nf))
+  if type(r) == 'table' and r.err then
+    if string.sub(r.err, 1, 9) ~= 'WRONGTYPE' then
+      save()
+      return redis.error_reply(r.err)
+    end
+    sk = sk + 1
+    return false
+  end
+  return true
+end
+local nh = tonumber(ARGV[a])
+a = a + 1
+for _ = 1, nh do
+  local nf = tonumber(ARGV[a + 2])
+  if tonumber(ARGV[a]) > hdone then
+    local ok = add(KEYS[3 + nt + tonumber(ARGV[a + 1])], ARGV[4], nf)
+    if type(ok) == 'table' then return ok end
+    if ok then hw = hw + 1 end
+    hlast = ARGV[a]
+  end
+  a = a + 3 + 2 * nf
+end
+local nl = tonumber(ARGV[a])
+a = a + 1
+for _ = 1, nl do
+  local dk = ARGV[a + 1]
+  local nf = tonumber(ARGV[a + 2])
+  if tonumber(ARGV[a]) > ldone then
+    if dk ~= '' and redis.call('EXISTS', dk) == 1 then
+      dd = dd + 1
+    else
+      local ok = add(KEYS[2], ARGV[5], nf)
+      if type(ok) == 'table' then return ok end
+      if ok then
+        lw = lw + 1
+        if dk ~= '' then redis.call('SET', dk, '1', 'EX', ARGV[6]) end
+      end
+    end
+    llast = ARGV[a]
+  end
+  a = a + 3 + 2 * nf
+end
+save()
+return {hw, lw, dd, sk}
+"""
+
+
+class StateUnavailable(RuntimeError):
+    """A reader could not reach Redis (or Redis is disabled); the API answers 503."""
+
+
+def encode_value(value: Any) -> str:
+    """Stream field encoding: str as is, numbers as text, None as "", containers as JSON."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(float(value))
+    if isinstance(value, int):
+        return str(int(value))
+    if value is None:
+        return ""
+    if isinstance(value, Mapping | list | tuple | set | frozenset):
+        obj = list(value) if isinstance(value, set | frozenset) else value
+        return orjson.dumps(obj, default=str, option=_JSON_OPTS).decode()
+    return str(value)
+
+
+def _flatten(entry: Mapping[str, Any]) -> list[str]:
+    out: list[str] = []
+    for k, v in entry.items():
+        out.append(str(k))
+        out.append(encode_value(v))
+    return out
+
+
+def _decode_json(value: str) -> Any:
+    if value[:1] in ("{", "["):
+        try:
+            return orjson.loads(value)
+        except orjson.JSONDecodeError:
+            return value
+    return value
+
+
+def _decode_number(value: str) -> Any:
+    if value == "":
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return _decode_json(value)
+
+
+def _safe_url(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname}:{parts.port or 6379}{parts.path}"
+
+
+class StateWriter:
+    def __init__(
+        self,
+        url: str | None,
+        *,
+        registry: CollectorRegistry,
+        flush_interval: float = 0.25,
+        queue_max: int = 100_000,
+        ticker_ttl: float = 30.0,
+        history_maxlen: int = 86_400,
+        log_maxlen: int = 1_000_000,
+        socket_timeout: float = 2.0,
+        backoff_cap: float = 5.0,
+        dedupe_ttl: float = 7 * 86_400.0,
+        scan_max: int = 100_000,
+    ) -> None:
+        self._url = url
+        self._flush_interval = flush_interval
+        self._queue_max = max(1, queue_max)
+        self._backoff_cap = max(backoff_cap, flush_interval)
+        self._scan_max = scan_max
+        self._args_head = [
+            str(max(1, int(ticker_ttl * 1000))),
+            str(history_maxlen),
+            str(log_maxlen),
+            str(max(1, int(dedupe_ttl))),
+            str(7 * 86_400),
+        ]
+        self._guard_key = f"writer:{uuid.uuid4().hex}"
+        self._seq = itertools.count(1)
+        # Pending buffers. Tickers: key -> (payload,) (a fresh tuple per put: identity = version).
+        self._tickers: dict[str, tuple[Mapping[str, Any]]] = {}
+        self._symbols: tuple[str, ...] | None = None
+        self._history: deque[tuple[int, str, list[str]]] = deque()
+        self._log: deque[tuple[int, str, list[str]]] = deque()
+        self._lock = asyncio.Lock()
+        self._up = False
+        self._closed = False
+        self._down_since: float | None = None  # monotonic start of the current outage
+        self._last_contact = 0.0
+        self._client: Redis | None = None
+        self._name = _safe_url(url) if url else "disabled"
+        if url is not None:
+            try:
+                self._client = Redis.from_url(
+                    url,
+                    decode_responses=True,
+                    socket_timeout=socket_timeout,
+                    socket_connect_timeout=socket_timeout,
+                    retry=Retry(NoBackoff(), 0),
+                    health_check_interval=0,
+                )
+            except Exception:  # bad URL: behave as disabled, say so once
+                log.exception("redis: invalid url %r, state writes disabled", self._name)
+        self._script = self._client.register_script(_FLUSH_LUA) if self._client else None
+
+        self._m_up = Gauge(
+            "cryptoarb_redis_up", "1 when the last Redis operation succeeded", registry=registry
+        )
+        pending = Gauge(
+            "cryptoarb_redis_pending_writes",
+            "Writes buffered for Redis",
+            ["kind"],
+            registry=registry,
+        )
+        pending.labels(kind="ticker").set_function(lambda: len(self._tickers))
+        pending.labels(kind="history").set_function(lambda: len(self._history))
+        pending.labels(kind="log").set_function(lambda: len(self._log))
+        dropped = Counter(
+            "cryptoarb_redis_dropped_writes",
+            "Writes dropped (buffer full)",
+            ["kind"],
+            registry=registry,
+        )
+        self._drop_ticker = dropped.labels(kind="ticker")
+        self._drop_history = dropped.labels(kind="history")
+        self._drop_log = dropped.labels(kind="log")
+        self._m_errors = Counter(
+            "cryptoarb_redis_write_errors", "Failed Redis flushes", registry=registry
+        )
+        self._m_duration = Histogram(
+            "cryptoarb_redis_write_duration_seconds",
+            "Duration of one Redis flush",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=registry,
+        )
+
+    # ---------------------------------------------------------------- hot path (sync)
+    @property
+    def up(self) -> bool:
+        return self._up
+
+    def _full(self) -> bool:
+        return len(self._tickers) + len(self._history) + len(self._log) >= self._queue_max
+
+    def _evict_ticker(self) -> bool:
+        if not self._tickers:
+            return False
+        del self._tickers[next(iter(self._tickers))]
+        self._drop_ticker.inc()
+        return True
+
+    def put_ticker(self, exchange: str, symbol: str, payload: Mapping[str, Any]) -> None:
+        """Latest payload per key wins; serialized at flush time, so do not mutate it later."""
+        if self._script is None:
+            return
+        key = f"ticker:{exchange}:{symbol}"
+        if key not in self._tickers and self._full() and not self._evict_ticker():
+            self._drop_ticker.inc()  # the bound is all history/log: the ticker yields
+            return
+        self._tickers[key] = (payload,)
+
+    def put_symbols(self, symbols: Iterable[str]) -> None:
+        if self._script is None:
+            return
+        try:
+            self._symbols = tuple(sorted(set(symbols)))
+        except Exception:
+            log.exception("redis: bad symbols value ignored")
+
+    def put_history(self, symbol: str, row: Mapping[str, Any]) -> None:
+        if self._script is None:
+            return
+        try:
+            fields = _flatten(row)
+        except Exception:
+            log.exception("redis: unencodable history row for %s dropped", symbol)
+            self._drop_history.inc()
+            return
+        if not fields:
+            return
+        if self._full() and not self._evict_ticker():
+            self._drop_history.inc()
+            if not self._history:
+                return  # the bound is all log entries: the new row yields
+            self._history.popleft()
+        self._history.append((next(self._seq), f"history:{symbol}", fields))
+
+    def append_log(self, entry: Mapping[str, Any], dedupe_key: str | None = None) -> None:
+        """XADD to `windows`; with dedupe_key, written at most once per key (7 d)."""
+        if self._script is None:
+            return
+        try:
+            fields = _flatten(entry)
+        except Exception:
+            log.exception("redis: unencodable log entry dropped: %r", entry)
+            self._drop_log.inc()
+            return
+        if not fields:
+            return
+        if self._full() and not self._evict_ticker():
+            if self._history:
+                self._history.popleft()
+                self._drop_history.inc()
+            elif self._log:
+                self._log.popleft()
+                self._drop_log.inc()
+        dk = f"dedupe:{dedupe_key}" if dedupe_key else ""
+        self._log.append((next(self._seq), dk, fields))
+
+    # ---------------------------------------------------------------- flushing
+    def _pending(self) -> int:
+        return (
+            len(self._tickers) + len(self._history) + len(self._log) + (self._symbols is not None)
+        )
+
+    async def _flush_batch(self) -> int:
+        assert self._script is not None
+        tickers = list(islice(self._tickers.items(), BATCH))
+        symbols = self._symbols
+        hist = list(islice(self._history, BATCH))
+        logs = list(islice(self._log, BATCH))
+        keys = [self._guard_key, LOG_STREAM, SYMBOLS_KEY]
+        values: list[str] = []
+        for key, item in tickers:
+            try:
+                values.append(orjson.dumps(item[0], default=str, option=_JSON_OPTS).decode())
+            except Exception:
+                log.exception("redis: unencodable ticker %s dropped", key)
+                values.append("null")
+            keys.append(key)
+        ttl, hmax, lmax, dttl, gttl = self._args_head
+        args: list[str | int] = [ttl, len(tickers), -1 if symbols is None else len(symbols)]
+        args += [hmax, lmax, dttl, gttl, *values, *(symbols or ())]
+        hkeys: dict[str, int] = {}
+        args.append(len(hist))
+        for seq, hkey, fields in hist:
+            idx = hkeys.get(hkey)
+            if idx is None:
+                idx = hkeys[hkey] = len(hkeys) + 1
+                keys.append(hkey)
+            args += [seq, idx, len(fields) // 2, *fields]
+        args.append(len(logs))
+        for seq, dk, fields in logs:
+            args += [seq, dk, len(fields) // 2, *fields]
+
+        result = await self._script(keys=keys, args=args)
+        # Acknowledged: trim what was sent, keeping anything newer put during the await.
+        for key, item in tickers:
+            if self._tickers.get(key) is item:
+                del self._tickers[key]
+        if symbols is not None and self._symbols is symbols:
+            self._symbols = None
+        if hist:
+            last = hist[-1][0]
+            while self._history and self._history[0][0] <= last:
+                self._history.popleft()
+        if logs:
+            last = logs[-1][0]
+            while self._log and self._log[0][0] <= last:
+                self._log.popleft()
+        if result and int(result[3]):
+            log.warning("redis: %s stream entries skipped (key of the wrong type)", result[3])
+        return len(tickers) + len(hist) + len(logs) + (symbols is not None)
+
+    async def flush(self) -> bool:
+        """One flush now (several batches if needed); True when nothing is left pending."""
+        if self._script is None:
+            return True
+        async with self._lock:
+            if not self._pending():
+                return True
+            rounds = 2 + self._pending() // BATCH  # bounded even under a firehose
+            start = time.perf_counter()
+            written = 0
+            try:
+                for _ in range(rounds):
+                    written += await self._flush_batch()
+                    if not self._pending():
+                        break
+            except Exception as exc:
+                self._on_error(exc)
+                return False
+            finally:
+                self._m_duration.observe(time.perf_counter() - start)
+            self._on_success(written)
+            return not self._pending()
+
+    async def _ping(self) -> bool:
+        assert self._client is not None
+        try:
+            await self._client.ping()
+        except Exception as exc:
+            self._on_error(exc)
+            return False
+        self._on_success(0)
+        return True
+
+    def _on_error(self, exc: BaseException) -> None:
+        self._m_errors.inc()
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+            log.warning(
+                "redis %s unavailable (%s: %s); buffering writes and retrying",
+                self._name,
+                type(exc).__name__,
+                exc,
+            )
+        self._up = False
+        self._m_up.set(0)
+
+    def _on_success(self, written: int) -> None:
+        self._last_contact = time.monotonic()
+        if self._down_since is not None:
+            log.info(
+                "redis back after %.1f s, flushed %d entries",
+                self._last_contact - self._down_since,
+                written,
+            )
+            self._down_since = None
+        self._up = True
+        self._m_up.set(1)
+
+    async def run(self) -> None:
+        """Flush every flush_interval until cancelled; capped exponential backoff with jitter."""
+        if self._script is None:
+            await asyncio.Event().wait()
+            return
+        failures = 0
+        delay = 0.0
+        while not self._closed:
+            await asyncio.sleep(delay)
+            if self._pending():
+                await self.flush()
+            elif not self._up or time.monotonic() - self._last_contact > IDLE_PING:
+                await self._ping()
+            if self._up:
+                failures, delay = 0, self._flush_interval
+            else:
+                failures += 1
+                cap = min(self._backoff_cap, self._flush_interval * 2.0 ** min(failures, 30))
+                delay = cap * random.uniform(0.5, 1.0)
+
+    async def close(self, timeout: float = 3.0) -> None:
+        """Final flush attempt (bounded by timeout), then close the connection pool."""
+        self._closed = True
+        if self._client is None:
+            return
+        try:
+            await asyncio.wait_for(self.flush(), timeout)
+        except TimeoutError:
+            log.warning("redis: final flush timed out after %.1f s", timeout)
+        left = len(self._history) + len(self._log)
+        if left:
+            log.warning(
+                "redis: %d history/log entries not written at shutdown (history=%d log=%d)",
+                left,
+                len(self._history),
+                len(self._log),
+            )
+        try:
+            await self._client.aclose()
+        except Exception:  # closing a dead pool must not fail shutdown
+            log.debug("redis: error closing the pool", exc_info=True)
+        self._up = False
+        self._m_up.set(0)
+
+    # ---------------------------------------------------------------- readers
+    def _reader(self) -> Redis:
+        if self._client is None:
+            raise StateUnavailable("redis is disabled")
+        return self._client
+
+    async def _range(
+        self, key: str, since: float | None, limit: int, kind: str | None
+    ) -> list[tuple[str, dict[str, str]]]:
+        client = self._reader()
+        low = "-" if since is None else str(max(0, int(since * 1000)))
+        out: list[tuple[str, dict[str, str]]] = []
+        high, scanned = "+", 0
+        try:
+            while len(out) < limit and scanned < self._scan_max:
+                count = limit - len(out) if kind is None else min(1000, self._scan_max)
+                rows = await client.xrevrange(key, max=high, min=low, count=count)
+                for sid, fields in rows:
+                    if kind is None or fields.get("kind") == kind:
+                        out.append((sid, fields))
+                        if len(out) >= limit:
+                            break
+                scanned += len(rows)
+                if len(rows) < count:
+                    break
+                high = "(" + rows[-1][0]
+        except Exception as exc:
+            raise StateUnavailable(f"redis read failed: {type(exc).__name__}: {exc}") from exc
+        return out
+
+    async def read_log(
+        self, *, since: float | None = None, limit: int = 100, kind: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Newest first. Values are strings except JSON objects/arrays (decoded); each entry also
+        carries `stream_id` and `logged_at` (unix s, when written to Redis; `since` uses it)."""
+        out: list[dict[str, Any]] = []
+        for sid, fields in await self._range(LOG_STREAM, since, limit, kind):
+            entry: dict[str, Any] = {k: _decode_json(v) for k, v in fields.items()}
+            entry.setdefault("stream_id", sid)
+            entry.setdefault("logged_at", int(sid.split("-", 1)[0]) / 1000)
+            out.append(entry)
+        return out
+
+    async def read_history(
+        self, symbol: str, *, since: float | None = None, limit: int = 1000
+    ) -> list[dict[str, Any]]:
+        """The newest `limit` rows (stream time >= since), oldest first; numeric fields as float,
+        empty as None; each row also carries `stream_id`."""
+        rows = await self._range(f"history:{symbol}", since, limit, None)
+        out: list[dict[str, Any]] = []
+        for sid, fields in reversed(rows):
+            row: dict[str, Any] = {k: _decode_number(v) for k, v in fields.items()}
+            row.setdefault("stream_id", sid)
+            out.append(row)
+        return out
