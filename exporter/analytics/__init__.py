@@ -1,0 +1,1 @@
+"""Pure analytics over book snapshots: per-book metrics and cross-exchange arbitrage."""
