@@ -102,13 +102,23 @@ def build_exchange(
     *,
     on_frame: FrameHook,
     on_malformed: ErrorHook,
+    on_reconnect: Callable[[], None] | None = None,
 ) -> Any:
     """Instantiate a guarded ccxt.pro client for one market."""
     base = getattr(ccxt.pro, exchange_id)
 
     class Guarded(base):  # type: ignore[misc, valid-type]
+        _cryptoarb_seen_urls: set[str]
+
         def client(self, url: str) -> Any:
+            fresh = url not in (self.clients or {})
             c = super().client(url)
+            if fresh:
+                seen = self.__dict__.setdefault("_cryptoarb_seen_urls", set())
+                if url in seen and on_reconnect is not None:
+                    # ccxt silently reopened a socket it lost between two watches.
+                    on_reconnect()
+                seen.add(url)
             _guard_client(c, on_frame, on_malformed)
             return c
 

@@ -117,8 +117,9 @@ class MarketFeed:
         self._warn = warn
         self._backoff = Backoff(settings.backoff_base, settings.backoff_cap)
 
-    def _error(self, reason: ErrorReason, exc: BaseException | str) -> None:
-        self.stats.errors[reason] += 1
+    def _error(self, reason: ErrorReason, exc: BaseException | str, count: bool = True) -> None:
+        if count:
+            self.stats.errors[reason] += 1
         self.stats.last_error = f"{reason}: {exc}"
         self._warn.warning(
             (self.exchange_id, reason), "%s %s: %s (%s)", self.exchange_id, self.market, reason, exc
@@ -145,7 +146,8 @@ class MarketFeed:
                 return
             except Exception as exc:
                 reason = classify(exc)
-                self._error(reason, exc)
+                # Malformed frames are counted where they are caught (clients.py).
+                self._error(reason, exc, count=reason is not ErrorReason.MALFORMED_FRAME)
                 if reason in (ErrorReason.CHECKSUM, ErrorReason.SEQUENCE_GAP):
                     self.stats.resyncs += 1
                     self.stats.status = BookStatus.RESYNCING
@@ -169,6 +171,10 @@ class MarketFeed:
                 )
             except TimeoutError as exc:
                 raise TimeoutError(f"no update for {s.watch_timeout:g}s") from exc
+            poisoned = getattr(client, "cryptoarb_malformed", None)
+            if poisoned is not None:
+                # A frame was skipped: the book may miss an update, so rebuild it.
+                raise MalformedFrame(f"malformed frame skipped: {poisoned}")
             received_at = time.time()
             mono = time.monotonic()
             try:
@@ -304,12 +310,28 @@ class ExchangeFeeds:
             stats.messages += 1
 
         def on_malformed(exc: BaseException) -> None:
-            # Counted here; the rejection it triggers is classified as malformed_frame too,
-            # so do not double count: the supervisor's handler counts it.
-            log.debug("%s %s: malformed frame: %r", self.exchange_id, stats.market, exc)
+            # Counted here, once per frame; the supervisor then rebuilds the client.
+            stats.errors[ErrorReason.MALFORMED_FRAME] += 1
+            client.cryptoarb_malformed = f"{type(exc).__name__}: {exc}"
+            self._warn.warning(
+                (self.exchange_id, ErrorReason.MALFORMED_FRAME),
+                "%s %s: malformed frame skipped: %r",
+                self.exchange_id,
+                stats.market,
+                exc,
+            )
 
+        def on_reconnect() -> None:
+            stats.reconnects += 1
+            stats.errors[ErrorReason.NETWORK] += 1
+
+        client: Any = None
         client = build_exchange(
-            self.exchange_id, self._client_config(), on_frame=on_frame, on_malformed=on_malformed
+            self.exchange_id,
+            self._client_config(),
+            on_frame=on_frame,
+            on_malformed=on_malformed,
+            on_reconnect=on_reconnect,
         )
         client.set_markets(self._markets, self._currencies)
         return client

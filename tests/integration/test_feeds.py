@@ -1,0 +1,142 @@
+"""Supervised feeds: the real ccxt.pro client against the simulator, both exchanges, two
+symbols plus the Kraken USDT/USD conversion book, short timeouts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from exporter.app import Exporter
+from exporter.model import ErrorReason
+from tests.support.exporter import all_live, running_exporter, sim_config, wait_for
+from tests.support.simulator import SimulatorProcess
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def sim() -> Iterator[SimulatorProcess]:
+    with SimulatorProcess(seed=7, rate=20) as s:
+        yield s
+
+
+def snapshot_equals_truth(exp: Exporter, sim: SimulatorProcess, ex: str, market: str) -> bool:
+    stats = exp.feed_stats[(ex, market)]
+    if stats.symbol in exp.market.symbols:
+        rec = exp.market.books.get((ex, stats.symbol))
+        snap = rec.snapshot if rec else None
+    else:
+        snap = exp.market.conversion.get((ex, market))
+    if snap is None:
+        return False
+    truth = sim.book(ex, market, depth=len(snap.bids) or 100)
+    bids = tuple((float(p), float(q)) for p, q in truth["bids"])
+    asks = tuple((float(p), float(q)) for p, q in truth["asks"])
+    return snap.bids == bids[: len(snap.bids)] and snap.asks == asks[: len(snap.asks)]
+
+
+async def freeze_and_compare(exp: Exporter, sim: SimulatorProcess) -> None:
+    sim.freeze()
+    try:
+        for ex, market in exp.feed_stats:
+            await wait_for(
+                lambda ex=ex, market=market: snapshot_equals_truth(exp, sim, ex, market),
+                timeout=5,
+                what=f"{ex} {market} equal to ground truth",
+            )
+            symbol = exp.feed_stats[(ex, market)].symbol
+            if symbol in exp.market.symbols:
+                # Deletions after a 100-level snapshot may leave slightly fewer levels.
+                copied = len(exp.market.books[(ex, symbol)].snapshot.bids)
+                assert 90 <= copied <= 100, f"{ex} {market}: {copied} copied levels"
+    finally:
+        sim.unfreeze()
+
+
+async def test_books_equal_ground_truth_on_both_exchanges(sim: SimulatorProcess) -> None:
+    async with running_exporter(sim_config(sim.base_url)) as exp:
+        await wait_for(lambda: all_live(exp), timeout=15, what="all books live")
+        await wait_for(lambda: all(s.messages > 20 for s in exp.feed_stats.values()), timeout=10)
+        await freeze_and_compare(exp, sim)
+        assert all(s.up for s in exp.feed_stats.values())
+        assert exp.market.pairs, "live books on both exchanges must give opportunities"
+
+
+@pytest.mark.parametrize(("exchange", "market", "kind"), [
+    ("binance", "BTC/USDT", "close"),
+    ("kraken", "ETH/USD", "abort"),
+])  # fmt: skip
+async def test_reconnect_after_server_side_close_or_abort(
+    sim: SimulatorProcess, exchange: str, market: str, kind: str
+) -> None:
+    async with running_exporter(sim_config(sim.base_url)) as exp:
+        await wait_for(lambda: all_live(exp), timeout=15)
+        stats = exp.feed_stats[(exchange, market)]
+        sim.fault(exchange, kind, market)
+        await wait_for(lambda: stats.reconnects >= 1, timeout=5, what="a reconnect")
+        assert stats.errors[ErrorReason.NETWORK] >= 1
+        await wait_for(lambda: all_live(exp), timeout=10, what="live again")
+        await freeze_and_compare(exp, sim)
+
+
+async def test_binance_sequence_gap_resyncs(sim: SimulatorProcess) -> None:
+    async with running_exporter(sim_config(sim.base_url)) as exp:
+        await wait_for(lambda: all_live(exp), timeout=15)
+        before = sim.counters()["depth_snapshots"]["binance"]["BTC/USDT"]
+        stats = exp.feed_stats[("binance", "BTC/USDT")]
+        sim.fault("binance", "sequence_gap", "BTC/USDT")
+        await wait_for(lambda: stats.resyncs >= 1, timeout=5, what="a resync")
+        assert stats.errors[ErrorReason.SEQUENCE_GAP] + stats.errors[ErrorReason.CHECKSUM] >= 1
+        await wait_for(lambda: all_live(exp), timeout=10)
+        after = sim.counters()["depth_snapshots"]["binance"]["BTC/USDT"]
+        assert after > before, "a resync fetches a new depth snapshot"
+        assert exp.feed_stats[("binance", "ETH/USDT")].resyncs == 0
+        await freeze_and_compare(exp, sim)
+
+
+@pytest.mark.parametrize("kind", ["drop_update", "bad_checksum"])
+async def test_kraken_checksum_mismatch_resyncs_only_that_book(
+    sim: SimulatorProcess, kind: str
+) -> None:
+    async with running_exporter(sim_config(sim.base_url)) as exp:
+        await wait_for(lambda: all_live(exp), timeout=15)
+        btc = exp.feed_stats[("kraken", "BTC/USD")]
+        others = [s for (ex, m), s in exp.feed_stats.items() if ex == "kraken" and m != "BTC/USD"]
+        flowing = {id(s): s.messages for s in others}
+        sim.fault("kraken", kind, "BTC/USD")
+        await wait_for(lambda: btc.resyncs >= 1, timeout=5, what="checksum resync")
+        assert btc.errors[ErrorReason.CHECKSUM] >= 1
+        assert all(s.resyncs == 0 and s.reconnects == 0 for s in others)
+        await wait_for(lambda: all(s.messages > flowing[id(s)] for s in others), timeout=5)
+        await wait_for(lambda: all_live(exp), timeout=10)
+        await freeze_and_compare(exp, sim)
+
+
+async def test_silent_stall_with_pings_answered_forces_reconnect(sim: SimulatorProcess) -> None:
+    async with running_exporter(sim_config(sim.base_url)) as exp:
+        await wait_for(lambda: all_live(exp), timeout=15)
+        stats = exp.feed_stats[("kraken", "BTC/USD")]
+        sim.fault("kraken", "stall", "BTC/USD", seconds=2.5)
+        await wait_for(lambda: stats.errors[ErrorReason.TIMEOUT] >= 1, timeout=5, what="timeout")
+        await wait_for(lambda: stats.reconnects >= 1, timeout=5)
+        await wait_for(lambda: all_live(exp), timeout=10)
+
+
+@pytest.mark.parametrize(("exchange", "market"), [
+    ("binance", "ETH/USDT"),
+    ("kraken", "BTC/USD"),
+])  # fmt: skip
+async def test_malformed_frame_is_counted_and_forces_reconnect(
+    sim: SimulatorProcess, exchange: str, market: str
+) -> None:
+    async with running_exporter(sim_config(sim.base_url)) as exp:
+        await wait_for(lambda: all_live(exp), timeout=15)
+        stats = exp.feed_stats[(exchange, market)]
+        sim.fault(exchange, "malformed_frame", market)
+        await wait_for(
+            lambda: stats.errors[ErrorReason.MALFORMED_FRAME] >= 1, timeout=5, what="malformed"
+        )
+        await wait_for(lambda: stats.reconnects >= 1, timeout=5)
+        await wait_for(lambda: all_live(exp), timeout=10)
+        await freeze_and_compare(exp, sim)

@@ -1,0 +1,136 @@
+"""Run the exporter against the simulator: in-process (to inspect its state) or as a
+subprocess (to test signals and the real CLI).
+
+    async with running_exporter(sim_config(sim.base_url)) as exp:
+        await wait_for(lambda: exp.market.status("binance", "BTC/USDT") == "live")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from exporter.app import Exporter
+from exporter.config import Config, parse
+from exporter.procs import free_port
+from exporter.simulator.endpoints import ccxt_config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+SYMBOLS = {
+    "BTC/USD": {"binance": "BTC/USDT", "kraken": "BTC/USD"},
+    "ETH/USD": {"binance": "ETH/USDT", "kraken": "ETH/USD"},
+}
+
+
+def sim_config_data(base_url: str, redis_url: str | None = None, **sections: Any) -> dict[str, Any]:
+    """A config dict for the simulator with short timeouts (stale_after 1 s, backoff <= 1 s)."""
+    data: dict[str, Any] = {
+        "exchanges": {ex: {"ccxt": ccxt_config(ex, base_url)} for ex in ("binance", "kraken")},
+        "symbols": SYMBOLS,
+        "quote_conversion": {"USDT": {"book": {"exchange": "kraken", "market": "USDT/USD"}}},
+        "notionals": [1000, 10000],
+        "feeds": {
+            "stale_after": 1.0,
+            "frozen_after": 30,
+            "max_book_skew": 2,
+            "backoff": {"base": 0.1, "cap": 1.0},
+        },
+        "windows": {"open_threshold": 0.0, "close_threshold": -0.0002, "min_duration_seconds": 0},
+        "redis": {"url": redis_url, "flush_interval": 0.05},
+        "web": {"listen_address": f"127.0.0.1:{free_port()}"},
+    }
+    data.update(sections)
+    return data
+
+
+def sim_config(base_url: str, redis_url: str | None = None, **sections: Any) -> Config:
+    return parse(sim_config_data(base_url, redis_url, **sections), "test", environ={})
+
+
+async def wait_for(
+    predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05, what: str = ""
+) -> Any:
+    """Poll ``predicate`` until truthy; fail with ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+        await asyncio.sleep(interval)
+
+
+@contextlib.asynccontextmanager
+async def running_exporter(config: Config) -> AsyncIterator[Exporter]:
+    exporter = Exporter(config)
+    started = asyncio.Event()
+
+    async def on_started(_: Exporter) -> None:
+        started.set()
+
+    task = asyncio.create_task(exporter.run(on_started))
+    try:
+        await asyncio.wait_for(started.wait(), 10)
+        yield exporter
+    finally:
+        exporter.stop()
+        await asyncio.wait_for(task, 15)
+
+
+def all_live(exporter: Exporter) -> bool:
+    return all(exporter.market.status(ex, m) == "live" for ex, m in exporter.feed_stats)
+
+
+class ExporterProcess:
+    """``arb-exporter run --config.file F`` as a child process (own session)."""
+
+    def __init__(self, config_data: dict[str, Any]) -> None:
+        self._dir = tempfile.TemporaryDirectory(prefix="cryptoarb-test-")
+        self.config_path = Path(self._dir.name) / "config.yaml"
+        self.config_path.write_text(yaml.safe_dump(config_data))
+        self.log_path = Path(self._dir.name) / "exporter.log"
+        self.listen = config_data["web"]["listen_address"]
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.listen}"
+
+    def start(self) -> ExporterProcess:
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "exporter.cli", "run", "--config.file", str(self.config_path)],
+                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def signal(self, sig: int = signal.SIGTERM) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout: float) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self._dir.cleanup()
