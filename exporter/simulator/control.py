@@ -1,0 +1,369 @@
+"""HTTP control API of the exchange simulator (JSON in, JSON out, under ``/control/``).
+
+Markets are named by exchange (``binance`` | ``kraken``) and ccxt unified symbol
+(``BTC/USDT``, ``BTC/USD``, ``USDT/USD``...; exchange ids such as ``BTCUSDT``/``XBTUSD`` work
+too). In a path, write the symbol URL-encoded (``BTC%2FUSDT``) or plain; or use ``?market=``.
+Errors answer HTTP 400/404 with ``{"error": "..."}``.
+
+Read:
+
+- ``GET /control/health`` -> ``{"status":"ok","uptime_seconds","seed","mode","rate","frozen"}``
+- ``GET /control/markets`` -> ``{"markets":[{"exchange","symbol","market_id","canonical",
+  "price_decimals","qty_decimals","sequence","mid","best_bid","best_ask","stopped",
+  "stalled"}],"dislocations":[{"asset","exchange","size","remaining_seconds"}]}``
+- ``GET /control/book/{exchange}/{market}?depth=100`` (or ``/control/book/{exchange}?market=``)
+  -> ground truth ``{"exchange","market","sequence","timestamp_ms","frozen","mid",
+  "bids":[["price","qty"],...] (high -> low),"asks":[...] (low -> high),"checksum"}``; prices
+  and quantities are exact decimal strings; ``checksum`` (Kraken only) is the v2 CRC32 of the
+  top 10 levels; ``depth`` 1..5000 (default 100).
+- ``GET /control/counters`` -> ``rest_requests[exchange][endpoint]``,
+  ``depth_snapshots[exchange][market]`` (Binance REST depth requests; Kraken REST Depth
+  requests + WS snapshots sent), ``rest_errors_injected``, ``ws_connections[exchange]``
+  ``{opened, open, slow_consumer_closed}``, ``subscribe_requests`` / ``unsubscribe_requests``
+  ``[exchange][market]``, ``messages_sent[exchange][market]`` (book frames, per socket),
+  ``book_steps[exchange][market]``, ``faults[exchange][kind]``, ``pings[exchange]``,
+  ``ticks``, ``engine_errors``, ``send_lag_seconds {last,max,mean,resets}`` (how late each
+  tick ran vs. its schedule; a reset = more than 1 s behind, schedule restarted), ``mode``,
+  ``rate``, ``frozen``.
+  ``POST /control/counters/reset`` zeroes them.
+
+Write (POST, JSON body; every answer has ``"ok": true``):
+
+- ``/control/freeze`` | ``/control/unfreeze``: stop / resume every book change (pings, pongs and
+  Kraken heartbeats continue). Answer includes ``sequences[exchange][market]``.
+- ``/control/fault`` ``{"exchange", "kind", "market"?: symbol (default: all markets), ...}``:
+  ``close`` (close frame 1000 to the sockets subscribed to market, or all sockets),
+  ``abort`` (TCP abort, no close frame), ``sequence_gap`` (Binance: the next diff skips
+  ``gap`` sequence numbers, default 10), ``drop_update`` (the next step changes the ground
+  truth but is not sent; Binance: also a sequence gap), ``bad_checksum`` (Kraken: the next
+  update carries a wrong checksum), ``stall`` (no book changes or data for ``seconds``, default
+  5; pings still answered), ``malformed_frame`` (one bad frame; ``variant``: ``crash``
+  (default), ``garbage`` (Binance), ``not_json``), ``rest_error`` (next ``count`` (1) REST
+  requests of ``endpoint`` (``depth``, ``exchangeInfo``, ``Assets``, ``AssetPairs``,
+  ``Depth``... or ``*``) answer HTTP ``status`` (429) with optional ``retry_after`` seconds).
+  Answer: ``{"ok":true,"kind","affected"}`` (sockets or markets touched).
+- ``/control/market/stop`` | ``/control/market/start`` ``{"exchange","market"}``: the market's
+  book stops changing and its stream goes silent (subscriptions stay) / resumes.
+- ``/control/dislocation`` ``{"symbol":"BTC" | "BTC/USD", "exchange":"kraken", "size":0.004,
+  "duration":3.0}``: multiply that exchange's fair price of the asset by ``1 + size`` for
+  ``duration`` seconds (size may be negative).
+- ``/control/mode`` ``{"mode":"random"|"fixed_rate"|"firehose", "rate"?: steps/s per market}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from typing import Any, cast
+
+from aiohttp import web
+
+from exporter.simulator.binance import BinanceVenue
+from exporter.simulator.endpoints import EXCHANGES, find_market, markets_of
+from exporter.simulator.engine import MODES, Engine, Mode, RestFault
+from exporter.simulator.kraken import KrakenVenue, book_checksum
+from exporter.simulator.market import Key
+
+FAULT_KINDS = (
+    "close", "abort", "sequence_gap", "drop_update", "bad_checksum", "stall", "malformed_frame",
+    "rest_error",
+)  # fmt: skip
+
+
+class BadRequest(Exception):
+    """Client error: answered 400 with the message."""
+
+
+def _num(body: dict[str, Any], name: str, default: float | None = None) -> float:
+    value = body.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise BadRequest(f"{name!r} must be a number")
+    return float(value)
+
+
+class Control:
+    """Route handlers; `engine` owns all state, the venues implement the wire faults."""
+
+    def __init__(self, engine: Engine, binance: BinanceVenue, kraken: KrakenVenue) -> None:
+        self.engine = engine
+        self.binance = binance
+        self.kraken = kraken
+
+    def routes(self) -> list[web.RouteDef]:
+        return [
+            web.get("/control/health", self.health),
+            web.get("/control/markets", self.markets),
+            web.get("/control/book/{exchange}", self.book),
+            web.get("/control/book/{exchange}/{market:.+}", self.book),
+            web.get("/control/counters", self.counters),
+            web.post("/control/counters/reset", self.reset_counters),
+            web.post("/control/freeze", self.freeze),
+            web.post("/control/unfreeze", self.unfreeze),
+            web.post("/control/fault", self.fault),
+            web.post("/control/market/stop", self.market_stop),
+            web.post("/control/market/start", self.market_start),
+            web.post("/control/dislocation", self.dislocation),
+            web.post("/control/mode", self.mode),
+        ]
+
+    @web.middleware
+    async def errors(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        try:
+            return cast(web.StreamResponse, await handler(request))
+        except BadRequest as e:
+            return web.json_response({"error": str(e)}, status=400)
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    @staticmethod
+    async def _body(request: web.Request) -> dict[str, Any]:
+        if not request.can_read_body:
+            return {}
+        try:
+            body = await request.json()
+        except ValueError as e:
+            raise BadRequest(f"body is not JSON: {e}") from e
+        if not isinstance(body, dict):
+            raise BadRequest("body must be a JSON object")
+        return body
+
+    @staticmethod
+    def _exchange(name: Any) -> str:
+        if name not in EXCHANGES:
+            raise BadRequest(f"exchange must be one of {list(EXCHANGES)}, got {name!r}")
+        return str(name)
+
+    @staticmethod
+    def _market(exchange: str, market: Any) -> str:
+        spec = find_market(exchange, market) if isinstance(market, str) else None
+        if spec is None:
+            valid = [m.symbol for m in markets_of(exchange)]
+            raise BadRequest(f"unknown {exchange} market {market!r}; valid: {valid}")
+        return spec.symbol
+
+    def _keys(self, exchange: str, market: Any) -> list[Key]:
+        if market is None:
+            return [(exchange, m.symbol) for m in markets_of(exchange)]
+        return [(exchange, self._market(exchange, market))]
+
+    def _sequences(self) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = {}
+        for (ex, sym), sim in self.engine.world.sims.items():
+            out.setdefault(ex, {})[sym] = sim.book.seq
+        return out
+
+    # -- read --------------------------------------------------------------------------------
+
+    async def health(self, request: web.Request) -> web.Response:
+        e = self.engine
+        return web.json_response(
+            {
+                "status": "ok",
+                "uptime_seconds": round(time.time() - e.started, 3),
+                "seed": e.world.seed,
+                "mode": e.mode,
+                "rate": e.rate,
+                "frozen": e.frozen,
+            }
+        )
+
+    async def markets(self, request: web.Request) -> web.Response:
+        e, now = self.engine, time.monotonic()
+        rows = []
+        for (ex, sym), sim in e.world.sims.items():
+            book, spec = sim.book, sim.spec
+            bb, ba = book.best_bid(), book.best_ask()
+            rows.append(
+                {
+                    "exchange": ex,
+                    "symbol": sym,
+                    "market_id": spec.market_id,
+                    "canonical": spec.canonical,
+                    "price_decimals": spec.price_decimals,
+                    "qty_decimals": spec.qty_decimals,
+                    "sequence": book.seq,
+                    "mid": book.mid(),
+                    "best_bid": book.price_str(bb) if bb is not None else None,
+                    "best_ask": book.price_str(ba) if ba is not None else None,
+                    "stopped": (ex, sym) in e.stopped,
+                    "stalled": e.stalled_until.get((ex, sym), 0.0) > now,
+                }
+            )
+        dis = [
+            {
+                "asset": d.asset,
+                "exchange": d.exchange,
+                "size": d.size,
+                "remaining_seconds": round(d.end - now, 3),
+            }
+            for d in e.world.dislocations
+            if d.end > now
+        ]
+        return web.json_response({"markets": rows, "dislocations": dis})
+
+    async def book(self, request: web.Request) -> web.Response:
+        exchange = self._exchange(request.match_info["exchange"])
+        raw = request.match_info.get("market") or request.query.get("market")
+        symbol = self._market(exchange, raw)
+        try:
+            depth = int(request.query.get("depth", "100"))
+        except ValueError as e:
+            raise BadRequest("depth must be an integer") from e
+        depth = max(1, min(depth, 5000))
+        book = self.engine.world.book((exchange, symbol))
+        body: dict[str, Any] = {
+            "exchange": exchange,
+            "market": symbol,
+            "sequence": book.seq,
+            "timestamp_ms": book.ts_ms,
+            "frozen": self.engine.frozen,
+            "mid": book.mid(),
+            "bids": [[book.price_str(p), book.qty_str(q)] for p, q in book.top_bids(depth)],
+            "asks": [[book.price_str(p), book.qty_str(q)] for p, q in book.top_asks(depth)],
+            "checksum": book_checksum(book) if exchange == "kraken" else None,
+        }
+        return web.json_response(body)
+
+    async def counters(self, request: web.Request) -> web.Response:
+        e = self.engine
+        body = e.counters.snapshot()
+        body.update(mode=e.mode, rate=e.rate, frozen=e.frozen)
+        return web.json_response(body)
+
+    async def reset_counters(self, request: web.Request) -> web.Response:
+        e = self.engine
+        old = e.counters
+        e.counters = type(old)()
+        for ex in EXCHANGES:  # open sockets stay open
+            e.counters.ws_open[ex] = old.ws_open[ex]
+        return web.json_response({"ok": True})
+
+    # -- write -------------------------------------------------------------------------------
+
+    async def freeze(self, request: web.Request) -> web.Response:
+        self.engine.frozen = True
+        return web.json_response({"ok": True, "frozen": True, "sequences": self._sequences()})
+
+    async def unfreeze(self, request: web.Request) -> web.Response:
+        self.engine.frozen = False
+        return web.json_response({"ok": True, "frozen": False, "sequences": self._sequences()})
+
+    async def fault(self, request: web.Request) -> web.Response:
+        body = await self._body(request)
+        exchange = self._exchange(body.get("exchange"))
+        kind = body.get("kind")
+        if kind not in FAULT_KINDS:
+            raise BadRequest(f"kind must be one of {list(FAULT_KINDS)}, got {kind!r}")
+        market = body.get("market")
+        symbol = None if market is None else self._market(exchange, market)
+        venue = self.binance if exchange == "binance" else self.kraken
+        e = self.engine
+        affected: int
+        if kind in ("close", "abort"):
+            affected = await venue.disconnect(symbol, abort=kind == "abort")
+        elif kind == "sequence_gap":
+            if exchange != "binance":
+                raise BadRequest("sequence_gap applies to binance (kraken has no sequence)")
+            gap = int(_num(body, "gap", 10))
+            if gap < 1:
+                raise BadRequest("gap must be >= 1")
+            keys = self._keys(exchange, market)
+            for key in keys:
+                e.world.skip_sequence(key, gap)
+            affected = len(keys)
+        elif kind == "drop_update":
+            keys = self._keys(exchange, market)
+            e.drop_next.update(keys)
+            affected = len(keys)
+        elif kind == "bad_checksum":
+            if exchange != "kraken":
+                raise BadRequest("bad_checksum applies to kraken (binance has no checksum)")
+            keys = self._keys(exchange, market)
+            self.kraken.bad_checksum_next.update(sym for _, sym in keys)
+            affected = len(keys)
+        elif kind == "stall":
+            seconds = _num(body, "seconds", 5.0)
+            keys = self._keys(exchange, market)
+            until = time.monotonic() + seconds
+            for key in keys:
+                e.stalled_until[key] = until
+            affected = len(keys)
+        elif kind == "malformed_frame":
+            variant = str(body.get("variant", "crash"))
+            if variant not in ("crash", "garbage", "not_json"):
+                raise BadRequest("variant must be crash, garbage or not_json")
+            affected = venue.malformed(symbol, variant)
+        else:  # rest_error
+            status = int(_num(body, "status", 429))
+            if not 400 <= status <= 599:
+                raise BadRequest("status must be 4xx or 5xx")
+            count = int(_num(body, "count", 1))
+            retry = body.get("retry_after")
+            retry_after = None if retry is None else _num(body, "retry_after")
+            endpoint = str(body.get("endpoint", "*"))
+            e.rest_faults[exchange].append(RestFault(endpoint, count, status, retry_after))
+            affected = count
+        e.counters.faults[exchange][str(kind)] += 1
+        return web.json_response({"ok": True, "kind": kind, "affected": affected})
+
+    async def _market_state(self, request: web.Request, stop: bool) -> web.Response:
+        body = await self._body(request)
+        exchange = self._exchange(body.get("exchange"))
+        key = (exchange, self._market(exchange, body.get("market")))
+        if stop:
+            self.engine.stopped.add(key)
+        else:
+            self.engine.stopped.discard(key)
+        return web.json_response(
+            {"ok": True, "exchange": key[0], "market": key[1], "stopped": stop}
+        )
+
+    async def market_stop(self, request: web.Request) -> web.Response:
+        return await self._market_state(request, True)
+
+    async def market_start(self, request: web.Request) -> web.Response:
+        return await self._market_state(request, False)
+
+    async def dislocation(self, request: web.Request) -> web.Response:
+        body = await self._body(request)
+        exchange = self._exchange(body.get("exchange"))
+        symbol = body.get("symbol")
+        if not isinstance(symbol, str) or not symbol:
+            raise BadRequest("symbol must be an asset ('BTC') or canonical symbol ('BTC/USD')")
+        asset = symbol.split("/")[0].upper()
+        if not any(m.base == asset for m in markets_of(exchange)):
+            raise BadRequest(f"{exchange} has no market with base {asset}")
+        size = _num(body, "size", 0.004)
+        duration = _num(body, "duration", 3.0)
+        if not -0.5 < size < 0.5 or duration <= 0:
+            raise BadRequest("need -0.5 < size < 0.5 and duration > 0")
+        self.engine.world.add_dislocation(asset, exchange, size, duration)
+        return web.json_response(
+            {"ok": True, "asset": asset, "exchange": exchange, "size": size, "duration": duration}
+        )
+
+    async def mode(self, request: web.Request) -> web.Response:
+        body = await self._body(request)
+        mode = body.get("mode")
+        if mode not in MODES:
+            raise BadRequest(f"mode must be one of {list(MODES)}")
+        rate = body.get("rate")
+        if rate is not None:
+            rate = _num(body, "rate")
+            if rate <= 0:
+                raise BadRequest("rate must be > 0")
+        self.engine.set_mode(cast(Mode, mode), rate)
+        return web.json_response({"ok": True, "mode": mode, "rate": self.engine.rate})
+
+
+async def auto_dislocations(engine: Engine, every: float, size: float, duration: float) -> None:
+    """Demo helper: every `every` s, dislocate one asset on one exchange (seeded rotation)."""
+    rng = random.Random(engine.world.seed + 7)
+    assets = ["BTC", "ETH", "SOL"]
+    while True:
+        await asyncio.sleep(every)
+        asset = assets[rng.randrange(len(assets))]
+        exchange = EXCHANGES[rng.randrange(len(EXCHANGES))]
+        sign = 1.0 if rng.random() < 0.5 else -1.0
+        engine.world.add_dislocation(asset, exchange, sign * size, duration)

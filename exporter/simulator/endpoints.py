@@ -1,0 +1,186 @@
+"""Which markets the simulator serves, and how to point a real ccxt.pro client at it.
+
+`ccxt_config(exchange, base_url)` returns the mapping to pass to the ccxt.pro constructor::
+
+    import ccxt.pro
+    from exporter.simulator.endpoints import ccxt_config
+
+    ex = ccxt.pro.binance(ccxt_config("binance", "http://127.0.0.1:8765"))
+    book = await ex.watch_order_book("BTC/USDT", 100)
+
+Merge semantics: ccxt's constructor computes ``deep_extend(self.describe(), config)``. Nested
+dicts merge key by key (a key absent from ``config`` keeps ccxt's default, e.g. the real
+``https://api.binance.com/...`` URLs); any other value (str, list, number) replaces the default
+outright. Therefore the mapping below lists *every* REST and WebSocket URL key ccxt 4.5.90 has
+under ``urls.api`` for the two exchanges: the ones the simulator serves point at it, all others
+point at a dead loopback port (``127.0.0.1:9``), so a code path we did not anticipate fails
+fast with a connection error instead of reaching the real exchange. ``options`` merge the same
+way: ``fetchMarkets.types`` replaces ccxt's list ``[spot, linear, inverse]`` (else Binance would
+also fetch the futures exchangeInfo), other options keep their defaults. Callers may
+deep-merge their own settings on top (e.g. ``rateLimit``, ``options.watchOrderBook``).
+
+This module must not import ccxt (only ``exporter.feeds`` does); the integration tests check
+the merged result against the installed ccxt.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final
+
+DEAD_HOST: Final = "127.0.0.1:9"
+"""Loopback discard port: nothing listens there, connections are refused at once."""
+
+EXCHANGES: Final = ("binance", "kraken")
+
+
+@dataclass(frozen=True, slots=True)
+class MarketSpec:
+    """One simulated market, with the precision and limits the venue advertises."""
+
+    exchange: str
+    symbol: str  # ccxt unified symbol, e.g. "BTC/USDT"
+    market_id: str  # exchange REST id, e.g. "BTCUSDT" / "XXBTZUSD"
+    base: str  # unified base code ("BTC")
+    quote: str  # unified quote code ("USDT", "USD")
+    base_id: str  # exchange asset id ("BTC" / "XXBT")
+    quote_id: str  # exchange asset id ("USDT" / "ZUSD")
+    altname: str  # Kraken altname ("XBTUSD"); Binance: same as market_id
+    wsname: str  # Kraken v1 wsname ("XBT/USD"); WS v2 uses `symbol`
+    price_decimals: int  # tick = 10**-price_decimals
+    qty_decimals: int  # lot = 10**-qty_decimals
+    min_qty: str
+    min_notional: str
+    base_price_usd: float  # starting fair value of one unit of base, in USD
+    level_notional_usd: float  # median notional of one price level
+    level_gap_fraction: float  # mean distance between neighbouring levels, fraction of price
+
+    @property
+    def tick(self) -> float:
+        return 10.0**-self.price_decimals
+
+    @property
+    def lot(self) -> float:
+        return 10.0**-self.qty_decimals
+
+    @property
+    def canonical(self) -> str:
+        """Canonical symbol (quote USD) used by dislocations: BTC/USDT -> BTC/USD."""
+        return f"{self.base}/USD"
+
+
+def _b(symbol: str, pdec: int, qdec: int, min_qty: str, price: float) -> MarketSpec:
+    base, quote = symbol.split("/")
+    mid = base + quote
+    return MarketSpec(
+        "binance", symbol, mid, base, quote, base, quote, mid, symbol, pdec, qdec, min_qty, "5",
+        price, 25_000.0, 0.0001,
+    )  # fmt: skip
+
+
+def _k(
+    symbol: str, mid: str, alt: str, ws: str, ids: tuple[str, str], pdec: int, price: float
+) -> MarketSpec:
+    base, quote = symbol.split("/")
+    gap = 0.00002 if base == "USDT" else 0.0001
+    notional = 50_000.0 if base == "USDT" else 20_000.0
+    min_qty = "5" if base == "USDT" else "0.0001"
+    return MarketSpec(
+        "kraken", symbol, mid, base, quote, ids[0], ids[1], alt, ws, pdec, 8, min_qty, "0.5",
+        price, notional, gap,
+    )  # fmt: skip
+
+
+SIMULATED_MARKETS: Final[tuple[MarketSpec, ...]] = (
+    _b("BTC/USDT", 2, 5, "0.00001", 97_000.0),
+    _b("ETH/USDT", 2, 4, "0.0001", 3_400.0),
+    _b("SOL/USDT", 2, 3, "0.001", 190.0),
+    _k("BTC/USD", "XXBTZUSD", "XBTUSD", "XBT/USD", ("XXBT", "ZUSD"), 1, 97_000.0),
+    _k("ETH/USD", "XETHZUSD", "ETHUSD", "ETH/USD", ("XETH", "ZUSD"), 2, 3_400.0),
+    _k("SOL/USD", "SOLUSD", "SOLUSD", "SOL/USD", ("SOL", "ZUSD"), 2, 190.0),
+    _k("USDT/USD", "USDTZUSD", "USDTUSD", "USDT/USD", ("USDT", "ZUSD"), 5, 1.0002),
+)
+"""Every market the simulator serves; USDT/USD on Kraken is the conversion book."""
+
+USDT_USD_MID: Final = 1.0002
+
+
+def markets_of(exchange: str) -> tuple[MarketSpec, ...]:
+    return tuple(m for m in SIMULATED_MARKETS if m.exchange == exchange)
+
+
+def find_market(exchange: str, symbol: str) -> MarketSpec | None:
+    """Look a market up by unified symbol, exchange id or (Kraken) altname, case-insensitive."""
+    wanted = symbol.upper()
+    for m in markets_of(exchange):
+        if wanted in (m.symbol, m.market_id, m.altname, m.wsname):
+            return m
+    return None
+
+
+def ws_url(base_url: str) -> str:
+    """http://host:port -> ws://host:port (https -> wss)."""
+    if base_url.startswith("https://"):
+        return "wss://" + base_url[len("https://") :]
+    if base_url.startswith("http://"):
+        return "ws://" + base_url[len("http://") :]
+    return base_url
+
+
+def _dead(path: str, scheme: str = "http") -> str:
+    return f"{scheme}://{DEAD_HOST}/{path}"
+
+
+_BINANCE_REST_KEYS: Final = (
+    "sapi", "sapiV2", "sapiV3", "sapiV4", "dapiPublic", "dapiPrivate", "eapiPublic",
+    "eapiPrivate", "dapiPrivateV2", "dapiData", "fapiPublic", "fapiPublicV2", "fapiPublicV3",
+    "fapiPrivate", "fapiPrivateV2", "fapiPrivateV3", "fapiData", "private", "v1", "papi",
+    "papiV2",
+)  # fmt: skip
+_BINANCE_WS_KEYS: Final = (
+    "margin", "linear", "inverse", "stock", "option", "optionMarket", "optionPrivate", "papi",
+)  # fmt: skip
+_KRAKEN_WS_KEYS: Final = ("public", "private", "privateV2", "beta", "beta-private")
+
+
+def ccxt_config(exchange: str, base_url: str) -> dict[str, Any]:
+    """Constructor config that redirects ccxt.pro `exchange` to the simulator at `base_url`.
+
+    `base_url` is the simulator's ``http://127.0.0.1:PORT`` (its listening line's base_url).
+    """
+    base = base_url.rstrip("/")
+    ws = ws_url(base)
+    if exchange == "binance":
+        api: dict[str, Any] = {k: _dead(f"binance/{k}") for k in _BINANCE_REST_KEYS}
+        api["public"] = f"{base}/binance/api/v3"
+        ws_urls: dict[str, Any] = {k: _dead(f"binance/ws/{k}", "ws") for k in _BINANCE_WS_KEYS}
+        ws_urls["spot"] = f"{ws}/binance/stream/ws"
+        ws_urls["ws-api"] = {
+            k: _dead(f"binance/ws-api/{k}", "ws") for k in ("spot", "linear", "inverse")
+        }
+        api["ws"] = ws_urls
+        return {
+            "urls": {"api": api},
+            "options": {
+                "fetchMarkets": {"types": ["spot"]},
+                "fetchCurrencies": False,
+                "fetchMargins": False,
+                "watchOrderBookLimit": 100,
+                "adjustForTimeDifference": False,
+            },
+        }
+    if exchange == "kraken":
+        kws: dict[str, Any] = {k: _dead(f"kraken/ws/{k}", "ws") for k in _KRAKEN_WS_KEYS}
+        kws["publicV2"] = f"{ws}/kraken/v2"
+        return {
+            "urls": {
+                "api": {
+                    "public": f"{base}/kraken",
+                    "private": _dead("kraken/private"),
+                    "zendesk": _dead("kraken/zendesk"),
+                    "ws": kws,
+                }
+            },
+            "options": {"adjustForTimeDifference": False},
+        }
+    raise ValueError(f"unknown exchange {exchange!r}; expected one of {EXCHANGES}")
