@@ -159,9 +159,19 @@ async def test_dislocation_opens_and_closes_a_window_in_the_redis_log(
         await wait_for(lambda: key in exp.market.windows.open, timeout=5, what="window open")
         text = await scrape(exp)
         opened = samples(text, "cryptoarb_window_open")
-        assert opened[frozenset({"symbol": "BTC/USD", "buy_exchange": "binance",
-                                 "sell_exchange": "kraken", "notional": "1000"}.items())] == 1
-        # fmt: skip
+        assert (
+            opened[
+                frozenset(
+                    {
+                        "symbol": "BTC/USD",
+                        "buy_exchange": "binance",
+                        "sell_exchange": "kraken",
+                        "notional": "1000",
+                    }.items()
+                )
+            ]
+            == 1
+        )
         await wait_for(lambda: key not in exp.market.windows.open, timeout=8, what="closed")
 
         def logged() -> list[dict[str, str]]:

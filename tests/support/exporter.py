@@ -112,10 +112,11 @@ class ExporterProcess:
     def start(self) -> ExporterProcess:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         with open(self.log_path, "wb") as log:
+            cmd = [sys.executable, "-m", "exporter.cli", "run", "--config.file"]
+            cmd.append(str(self.config_path))
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "exporter.cli", "run", "--config.file", str(self.config_path)],
-                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            )  # fmt: skip
+                cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
         return self
 
     def log(self) -> str:

@@ -157,7 +157,9 @@ def test_check_config_cli_exit_codes(tmp_path: Path) -> None:
     bad.write_text("exchanges: {binance: {ccxt: {apiKey: x}}}\nnotionals: [0]\n")
     r = _cli("check-config", "--config.file", str(bad))
     assert r.returncode == 2
-    assert "exchanges.binance.ccxt" in r.stderr and "notionals" in r.stderr and "symbols" in r.stderr
+    assert (
+        "exchanges.binance.ccxt" in r.stderr and "notionals" in r.stderr and "symbols" in r.stderr
+    )
 
     r = _cli("run", "--config.file", str(bad))
     assert r.returncode == 2 and "invalid configuration" in r.stderr
@@ -183,5 +185,3 @@ def test_demo_config_is_valid() -> None:
     assert c.redis.url is None
     assert set(c.exchanges) == {"binance", "kraken"}
     assert c.quote_conversion["USDT"].book is not None
-
-

@@ -161,7 +161,9 @@ def test_shutdown_closes_open_windows_with_reason(h: Harness) -> None:
 
 def scrape(h: Harness) -> dict[str, list[tuple[dict[str, str], float]]]:
     reg = CollectorRegistry()
-    reg.register(MarketCollector(h.state, {"binance": LatencyHistogram(), "kraken": LatencyHistogram()}))
+    reg.register(
+        MarketCollector(h.state, {"binance": LatencyHistogram(), "kraken": LatencyHistogram()})
+    )
     out: dict[str, list[tuple[dict[str, str], float]]] = {}
     for fam in text_string_to_metric_families(generate_latest(reg).decode()):
         for s in fam.samples:

@@ -32,7 +32,7 @@ def test_hysteresis_keeps_window_open_between_thresholds(closed: list[tuple[Wind
     assert KEY in t.open
     t.observe(KEY, 0.0004, 4.0, now=104.5)  # below close: closes
     assert KEY not in t.open
-    (w, logged), = closed
+    ((w, logged),) = closed
     assert logged
     assert (w.start, w.end, w.duration) == (101.0, 104.5, 3.5)
     assert w.peak_roi == 0.0020 and w.peak_profit == 20.0
@@ -44,7 +44,7 @@ def test_short_window_counted_but_not_logged(closed: list[tuple[Window, bool]]) 
     t = tracker(closed, min_duration=1.0)
     t.observe(KEY, 0.002, 20.0, now=10.0)
     t.observe(KEY, -0.001, -10.0, now=10.4)
-    (w, logged), = closed
+    ((_w, logged),) = closed
     assert not logged and t.totals[KEY] == 1
 
 
