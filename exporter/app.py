@@ -35,7 +35,7 @@ class Exporter:
     def __init__(self, config: Config) -> None:
         self.config = config
         # `_created` samples double the counter series and no dashboard here uses them.
-        disable_created_metrics()
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
