@@ -273,9 +273,9 @@ class BinanceVenue:
 
     # -- engine hooks ------------------------------------------------------------------------
 
-    def publish(self, symbol: str, update: BookUpdate, drop: bool = False) -> None:
+    def publish(self, symbol: str, update: BookUpdate, drop: bool = False) -> bool:
         if drop:
-            return
+            return True  # any dropped diff shows as a sequence gap
         spec = self.markets[symbol]
         pd, qd = spec.price_decimals, spec.qty_decimals
         event = {
@@ -292,6 +292,7 @@ class BinanceVenue:
             ],
         }
         self._broadcast(spec, event)
+        return True
 
     def _broadcast(self, spec: MarketSpec, event: Any, raw: str | None = None) -> int:
         text = raw if raw is not None else orjson.dumps(event).decode()

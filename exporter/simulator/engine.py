@@ -34,8 +34,12 @@ class Venue(Protocol):
 
     name: str
 
-    def publish(self, symbol: str, update: BookUpdate, drop: bool = False) -> None:
-        """Encode `update` for every subscriber; `drop`: record it as sent but do not send."""
+    def publish(self, symbol: str, update: BookUpdate, drop: bool = False) -> bool:
+        """Encode `update` for every subscriber; `drop`: record it as sent but do not send.
+
+        Returns False when a requested drop should stay pending (the venue judged this
+        update unable to show the fault, e.g. a Kraken change below the checksummed top 10).
+        """
 
     def max_queue(self) -> int: ...
 
@@ -233,11 +237,10 @@ class Engine:
             update = world.step(key, ops)
             self.counters.steps[exchange][symbol] += 1
             drop = key in self.drop_next
-            if drop:
+            applied = venue.publish(symbol, update, drop) if venue is not None else True
+            if drop and applied:
                 self.drop_next.discard(key)
                 self.counters.faults[exchange]["drop_update_applied"] += 1
-            if venue is not None:
-                venue.publish(symbol, update, drop)
 
     def safe_tick(self) -> None:
         """`tick`, but a bug in one step is logged and counted instead of killing the clock."""

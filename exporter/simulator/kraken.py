@@ -349,10 +349,16 @@ class KrakenVenue:
 
     # -- engine hooks ------------------------------------------------------------------------
 
-    def publish(self, symbol: str, update: BookUpdate, drop: bool = False) -> None:
+    def publish(self, symbol: str, update: BookUpdate, drop: bool = False) -> bool:
         if not any(sym == symbol for sym, _ in self.groups):
-            return
+            return not drop
         book = self.engine.world.book((NAME, symbol))
+        if drop and not self._touches_top(symbol, update):
+            # Only a change within the checksummed top 10 is detectable: drop a later one.
+            drop = False
+            missed = True
+        else:
+            missed = False
         checksum = book_checksum(book)
         bad = symbol in self.bad_checksum_next
         if bad:
@@ -383,6 +389,22 @@ class KrakenVenue:
         if bad and sent:
             self.bad_checksum_next.discard(symbol)
         self.engine.counters.messages_sent[NAME][symbol] += sent
+        return not missed
+
+    def _touches_top(self, symbol: str, update: BookUpdate) -> bool:
+        """True when the update changes a price among the top 10 levels a client held."""
+        for (sym, _depth), group in self.groups.items():
+            if sym != symbol:
+                continue
+            old_bids = sorted(group.bids, reverse=True)[:10]
+            old_asks = sorted(group.asks)[:10]
+            if not old_bids or not old_asks:
+                return True
+            if any(p >= old_bids[-1] for p in update.bids) or any(
+                p <= old_asks[-1] for p in update.asks
+            ):
+                return True
+        return False
 
     def max_queue(self) -> int:
         return max((c.pending() for c in self.conns), default=0)
