@@ -133,11 +133,8 @@ class BinanceVenue:
     # -- REST --------------------------------------------------------------------------------
 
     def _fault(self, endpoint: str, symbol: str | None = None) -> web.Response | None:
-        c = self.engine.counters
-        c.rest[NAME][endpoint] += 1
-        if symbol is not None and endpoint == "depth":
-            c.depth_snapshots[NAME][symbol] += 1
-        f = self.engine.take_rest_fault(NAME, endpoint)
+        snapshot_of = symbol if endpoint == "depth" else None
+        f = self.engine.rest_request(NAME, endpoint, snapshot_of)
         if f is None:
             return None
         msgs = {429: "Too many requests; injected by simulator.", 418: "Way too many requests."}

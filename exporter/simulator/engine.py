@@ -286,6 +286,16 @@ class Engine:
                 next_at = loop.time()
             self.safe_tick()
 
+    def rest_request(
+        self, exchange: str, endpoint: str, snapshot_of: str | None = None
+    ) -> RestFault | None:
+        """Count one REST request (and a depth snapshot of market ``snapshot_of``), then
+        consume one injected REST error for (exchange, endpoint), if any is pending."""
+        self.counters.rest[exchange][endpoint] += 1
+        if snapshot_of is not None:
+            self.counters.depth_snapshots[exchange][snapshot_of] += 1
+        return self.take_rest_fault(exchange, endpoint)
+
     def take_rest_fault(self, exchange: str, endpoint: str) -> RestFault | None:
         """Consume one injected REST error for (exchange, endpoint), if any is pending."""
         pending = self.rest_faults.get(exchange)

@@ -137,11 +137,7 @@ class KrakenVenue:
     # -- REST --------------------------------------------------------------------------------
 
     def _fault(self, endpoint: str, symbol: str | None = None) -> web.Response | None:
-        c = self.engine.counters
-        c.rest[NAME][endpoint] += 1
-        if symbol is not None:
-            c.depth_snapshots[NAME][symbol] += 1
-        f = self.engine.take_rest_fault(NAME, endpoint)
+        f = self.engine.rest_request(NAME, endpoint, symbol)
         if f is None:
             return None
         msg = "EGeneral:Too many requests" if f.status == 429 else "EService:Unavailable"
