@@ -68,7 +68,8 @@ def histogram_quantile(q: float, buckets: Sequence[tuple[float, float]]) -> floa
         start = merged[idx - 1][0]
         count -= merged[idx - 1][1]
         rank -= merged[idx - 1][1]
-    return start + (end - start) * (rank / count)
+    # Go float division: 0/0 (q = 0 on an empty lowest bucket) is NaN, not an error
+    return start + (end - start) * (rank / count if count else math.nan)
 
 
 def finite_or_none(x: float) -> float | None:
