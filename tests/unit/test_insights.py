@@ -79,11 +79,11 @@ def test_quantile_equals_prometheus_on_the_same_buckets(tmp_path: Path) -> None:
         for le, count in buckets:
             label = "+Inf" if le == INF else repr(le)
             series.append(
-                f"      - series: 'h_bucket{{case=\"{name}\",le=\"{label}\"}}'\n"
+                f'      - series: \'h_bucket{{case="{name}",le="{label}"}}\'\n'
                 f"        values: '{count:g}'"
             )
         for q in (0.0, 0.25, 0.5, 0.9, 0.99, 1.0):
-            expr = f"histogram_quantile({q}, h_bucket{{case=\"{name}\"}})"
+            expr = f'histogram_quantile({q}, h_bucket{{case="{name}"}})'
             expected = histogram_quantile(q, buckets)
             if math.isnan(expected):  # promtool cannot compare NaN: x != x holds only for NaN
                 expr, expected = f"{expr} != bool {expr}", 1.0
