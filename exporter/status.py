@@ -40,7 +40,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--notional", type=float, help="evaluate this size from the live books")
     p.add_argument("--top", type=int, default=10, help="opportunities shown")
     p.add_argument("--windows", type=int, default=10, help="latest log entries shown")
-    p.add_argument("--log.level", dest="log_level", default="warning")
+    p.add_argument("--log.level", dest="log_level", default="warning",
+                   choices=["debug", "info", "warning", "error"])  # fmt: skip
 
 
 def base_url(url: str | None, config_file: str | None) -> str:
@@ -197,9 +198,11 @@ def render(base: str, data: dict[str, Any], top: int) -> RenderableType:
 
 
 def run(args: argparse.Namespace) -> int:
+    from exporter.config import ConfigError
+
     try:
         base = base_url(args.url, args.config_file)
-    except Exception as err:  # a config problem: same message and exit code as `run`
+    except ConfigError as err:  # same message and exit code as `run`
         print(err, file=sys.stderr)
         return 2
     if args.notional is not None and not args.notional > 0:

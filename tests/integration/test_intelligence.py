@@ -103,7 +103,13 @@ async def test_history_rows_correlation_matrix_and_refill_after_restart(
         assert abs(float(last["spread"])) < 0.05 and float(last["latency"]) >= 0
         times = [float(f["time"]) for f in rows]
         assert times == sorted(times)
-        t_ref = time.time() - 0.5
+
+        # a reference time whose window is complete (the loaded machine may delay rows)
+        def full_window_time() -> float | None:
+            t = time.time() - 0.5
+            return t if len(matrix_at(exp, t)) == 3 else None
+
+        t_ref = await wait_for(full_window_time, timeout=10, what="a full window")
         before = matrix_at(exp, t_ref)
         assert set(before) == set(PAIRS)
         rows_before = {s: len(r.xrange(f"history:{s}")) for s in SYMBOLS}
@@ -277,7 +283,7 @@ async def test_api_metrics_and_status_view(
         assert "BTC/USD" in out and "live" in out
 
 
-async def test_status_reports_an_unreachable_exporter() -> None:
+async def test_status_exit_codes_for_an_unreachable_exporter_and_a_bad_config() -> None:
     from exporter.procs import free_port
 
     env = dict(os.environ)
@@ -287,3 +293,9 @@ async def test_status_reports_an_unreachable_exporter() -> None:
     )  # fmt: skip
     _out, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 1 and b"not reachable" in err
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "exporter.cli", "status", "--config.file", "/nonexistent.yaml",
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    _out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 2 and b"cannot read file" in err
