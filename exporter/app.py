@@ -17,12 +17,14 @@ from prometheus_client import (
     disable_created_metrics,
 )
 
+from exporter.api import api_routes
 from exporter.collector import MarketCollector
 from exporter.config import Config
 from exporter.feeds.stats import FeedStats, LatencyHistogram
 from exporter.feeds.supervisor import ExchangeFeeds, FeedSettings
+from exporter.intelligence import Intelligence, IntelligenceCollector
 from exporter.market import FeedKey, MarketState
-from exporter.model import BookStatus, CloseReason, label_number
+from exporter.model import BookSnapshot, BookStatus, CloseReason, label_number
 from exporter.server import HttpServer
 from exporter.state import StateWriter
 
@@ -76,11 +78,14 @@ class Exporter:
             markets = {m: st for (e, m), st in self.feed_stats.items() if e == ex}
             if markets:
                 self.exchanges[ex] = ExchangeFeeds(
-                    ex, dict(ex_cfg.ccxt), markets, self.latency[ex], settings, self.market.on_book
+                    ex, dict(ex_cfg.ccxt), markets, self.latency[ex], settings, self._on_book
                 )
         self.registry.register(MarketCollector(self.market, self.latency))
+        self.intel = Intelligence(config, self.market, self.latency, self.feed_stats, self.writer)
+        self.registry.register(IntelligenceCollector(self.intel))
         self.server = HttpServer(
             self.registry, self.readiness, config.web.host, config.web.port,
+            extra_routes=api_routes(config, self.market, self.intel, self.writer),
             client_max_size=config.webhook.max_body_bytes,
         )  # fmt: skip
         self._stopping = asyncio.Event()
@@ -94,6 +99,10 @@ class Exporter:
         override = self.config.taker_fee_override(exchange, market)
         fee = override if override is not None else info.taker_fee
         return fee, info.min_cost, info.min_amount
+
+    def _on_book(self, snap: BookSnapshot) -> None:
+        self.market.on_book(snap)
+        self.intel.observe_book(snap)
 
     def _append_window(self, entry: dict[str, str | float]) -> None:
         self.writer.append_log(entry)
@@ -180,6 +189,7 @@ class Exporter:
                         self._every(self.config.feeds.sweep_interval, self.market.sweep)
                     ),
                     tg.create_task(self._every(self.config.redis.flush_interval, self.publish)),
+                    tg.create_task(self.intel.run(), name="intelligence"),
                 ]
                 if started is not None:
                     await started(self)

@@ -1,4 +1,4 @@
-"""Command line: ``arb-exporter run | demo | simulate | check-config``.
+"""Command line: ``arb-exporter run | demo | simulate | check-config | status``.
 
 Exit codes: 0 success, 2 bad configuration or usage, 1 runtime failure.
 """
@@ -19,6 +19,8 @@ import yaml
 
 from exporter import __version__
 from exporter.config import Config, ConfigError, load, parse
+from exporter.status import add_parser as add_status_parser
+from exporter.status import run as cmd_status
 
 log = logging.getLogger("exporter")
 
@@ -63,6 +65,7 @@ def _parser() -> argparse.ArgumentParser:
     sim = sub.add_parser("simulate", help="run the exchange simulator alone",
                          add_help=False)  # fmt: skip
     sim.add_argument("sim_args", nargs=argparse.REMAINDER)
+    add_status_parser(sub)
     return parser
 
 
@@ -203,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_run(args)
         if args.command == "demo":
             return cmd_demo(args)
+        if args.command == "status":
+            return cmd_status(args)
     except KeyboardInterrupt:
         return 0
     return EXIT_CONFIG

@@ -165,6 +165,21 @@ class InsightsConfig(_Strict):
     weights: dict[str, float] = Field(
         default_factory=lambda: {"fill": 0.4, "latency": 0.2, "volatility": 0.2, "age": 0.2}
     )
+    # Window of the ROI volatility factor and of the p50/p99 latency audit, seconds.
+    volatility_seconds: float = Field(default=60.0, gt=0)
+    latency_seconds: float = Field(default=60.0, gt=0)
+    roi_epsilon: float = Field(default=0.0001, gt=0)
+
+    @field_validator("weights")
+    @classmethod
+    def _weights(cls, value: dict[str, float]) -> dict[str, float]:
+        known = {"fill", "latency", "volatility", "age"}
+        unknown = sorted(set(value) - known)
+        if unknown:
+            raise ValueError(f"unknown factor(s) {', '.join(unknown)}; known: {sorted(known)}")
+        if any(not 0 <= v < float("inf") for v in value.values()):
+            raise ValueError("weights must be finite and >= 0")
+        return value
 
 
 class WebhookConfig(_Strict):
@@ -217,6 +232,13 @@ class Config(_Strict):
             raise ValueError("every band must lie in (0, 1)")
         if len(set(value)) != len(value):
             raise ValueError("bands must be unique")
+        return sorted(value)
+
+    @field_validator("trend_windows")
+    @classmethod
+    def _trend_windows(cls, value: list[float]) -> list[float]:
+        if any(not 0 < v < float("inf") for v in value) or len(set(value)) != len(value):
+            raise ValueError("trend windows must be unique, finite and > 0 (seconds)")
         return sorted(value)
 
     # -- derived, after validation ------------------------------------------------------

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from exporter.analytics.arbitrage import Leg, evaluate_pair
+from exporter.analytics.arbitrage import Leg, evaluate, evaluate_pair
 from exporter.analytics.book import book_metrics
 from exporter.analytics.windows import WindowKey, WindowTracker, window_entry
 from exporter.config import Config
@@ -24,6 +24,7 @@ from exporter.model import (
     BookStatus,
     CloseReason,
     ErrorReason,
+    Fill,
     PairResult,
     Window,
 )
@@ -283,3 +284,23 @@ class MarketState:
     def _window_closed(self, window: Window, logged: bool) -> None:
         if logged:
             self._append_log(window_entry(window))
+
+    # -- on demand (JSON API) -----------------------------------------------------------
+    def evaluate_notional(self, symbol: str, a: str, b: str, notional: float) -> Fill | None:
+        """Net profit of buying ``notional`` on ``a`` and selling on ``b`` from the live books
+        now, exactly as the exported opportunities; None when no opportunity exists."""
+        now = self._clock()
+        buy = self._leg(a, symbol, now, buy=True)
+        sell = self._leg(b, symbol, now, buy=False)
+        if buy is None or sell is None:
+            return None
+        skew = abs(buy[1].snapshot.received_mono - sell[1].snapshot.received_mono)
+        if skew > self.config.feeds.max_book_skew:
+            return None
+        return evaluate(
+            buy[0],
+            sell[0],
+            notional,
+            transfer_cost=self._transfer_cost(a, symbol),
+            rebalance_cost_bps=self.config.execution.rebalance_cost_bps,
+        )

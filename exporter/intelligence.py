@@ -1,0 +1,402 @@
+"""Market intelligence service: history rows, trends, insights (every ``history.interval``)
+and the correlation matrix (every ``correlation.interval``, in a worker thread).
+
+Everything here reads :class:`MarketState` and the feed counters, and leaves its results in
+plain dicts that :class:`IntelligenceCollector` and the JSON API read without computing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Iterator, Mapping
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from exporter.analytics.history import (
+    HistoryRow,
+    HistoryWindow,
+    Sample,
+    correlation_matrix,
+    depth_weighted_imbalance,
+    median_or_none,
+    signed_basis,
+    spread_change,
+)
+from exporter.analytics.insights import (
+    LatencyAudit,
+    Pressure,
+    Risk,
+    buying_pressure,
+    execution_risk,
+    latency_audit,
+    trend_direction,
+)
+from exporter.analytics.windows import WindowKey
+from exporter.config import Config
+from exporter.feeds.stats import FeedStats, LatencyHistogram
+from exporter.market import BookRecord, MarketState
+from exporter.model import BookSnapshot, BookStatus, label_number
+from exporter.state import StateUnavailable, StateWriter
+
+log = logging.getLogger(__name__)
+
+MAX_LATENCY_SAMPLES = 10_000  # per book and interval: a firehose still gets a fair median
+REFILL_TIMEOUT = 5.0
+STAGES = ("tick", "correlation", "refill")
+
+
+class Intelligence:
+    def __init__(
+        self,
+        config: Config,
+        market: MarketState,
+        latency: Mapping[str, LatencyHistogram],
+        feed_stats: Mapping[tuple[str, str], FeedStats],
+        writer: StateWriter,
+    ) -> None:
+        self.config = config
+        self.market = market
+        self._hist = latency
+        self._feeds = feed_stats
+        self._writer = writer
+        self.symbols = list(config.symbols)
+        self._symbol_set = frozenset(self.symbols)
+        self.corr_symbols = self.symbols[: config.correlation.symbols]
+        self.max_stale = max(
+            config.stale_after(ex, m) for s in config.symbols.values() for ex, m in s.items()
+        )
+        ins = config.insights
+        self.horizon = (
+            max(config.correlation.window_seconds, *config.trend_windows, ins.volatility_seconds)
+            + self.max_stale
+            + 2 * config.history.interval
+        )
+        self.window = HistoryWindow(self.symbols, self.horizon)
+        self._ref_idx = config.notionals.index(config.reference_notional)
+        # (exchange, symbol) -> latencies received since the last tick
+        self._lat_samples: dict[tuple[str, str], list[float]] = {}
+        # exchange -> (monotonic time, per-bucket counts) snapshots over latency_seconds
+        self._lat_snaps: dict[str, deque[tuple[float, list[int]]]] = {ex: deque() for ex in latency}
+        self._roi: dict[WindowKey, deque[tuple[float, float]]] = {}
+        # results, read by the collector and the API
+        self.trends: dict[tuple[str, float], float] = {}
+        self.correlation: dict[tuple[str, str], tuple[float, int]] = {}
+        self.correlation_duration = 0.0
+        self.correlation_at: float | None = None
+        self.risk: dict[WindowKey, Risk] = {}
+        self.pressure: dict[tuple[str, str], Pressure] = {}
+        self.latency: dict[str, LatencyAudit] = {}
+        self.refilled = 0
+        self.errors = dict.fromkeys(STAGES, 0)
+
+    # -- hot path ----------------------------------------------------------------------
+    def observe_book(self, snap: BookSnapshot) -> None:
+        """Called per book update: O(1), keeps the latency for the interval's median."""
+        if snap.exchange_ts is None or snap.symbol not in self._symbol_set:
+            return  # conversion books have no history row
+        samples = self._lat_samples.setdefault((snap.exchange, snap.symbol), [])
+        if len(samples) < MAX_LATENCY_SAMPLES:
+            samples.append(snap.received_at - snap.exchange_ts)
+
+    # -- per interval ------------------------------------------------------------------
+    def _live(self, exchange: str, symbol: str) -> BookRecord | None:
+        rec = self.market.books.get((exchange, symbol))
+        market = self.config.symbols[symbol][exchange]
+        if rec is None or rec.metrics is None or rec.rate is None:
+            return None
+        return rec if self.market.status(exchange, market) is BookStatus.LIVE else None
+
+    def history_row(self, symbol: str, now: float) -> HistoryRow:
+        band = self.config.reference_band
+        live = {ex: r for ex in self.config.symbols[symbol] if (r := self._live(ex, symbol))}
+        a, b = self.config.reference_pair
+        spread = None
+        if a in live and b in live:
+            ma, mb = live[a].metrics, live[b].metrics
+            ra, rb = live[a].rate, live[b].rate
+            assert ma is not None and mb is not None and ra is not None and rb is not None
+            spread = signed_basis(ma.mid, ra, mb.mid, rb)
+        depths = [r.metrics.depth[band] for r in live.values() if r.metrics is not None]
+        liquidity = sum(bd + ad for bd, ad in depths) if depths else None
+        medians = [
+            m
+            for ex in self.config.symbols[symbol]
+            if (m := median_or_none(self._lat_samples.pop((ex, symbol), []))) is not None
+        ]
+        profits = [
+            fill.net_profit
+            for (s, _a, _b), res in list(self.market.pairs.items())
+            if s == symbol and (fill := res.fills[self._ref_idx]).net_profit is not None
+        ]
+        return HistoryRow(
+            time=now,
+            spread=spread,
+            liquidity=liquidity,
+            latency=max(medians) if medians else None,
+            imbalance=depth_weighted_imbalance(depths),
+            net_profit=max(profits) if profits else None,
+        )
+
+    def tick(self, now: float, mono: float | None = None) -> None:
+        mono = time.monotonic() if mono is None else mono
+        for symbol in self.symbols:
+            row = self.history_row(symbol, now)
+            self._writer.put_history(symbol, row.as_dict())
+            self.window.append(symbol, row)
+        self._update_trends(now)
+        self._update_latency(now, mono)
+        self._update_pressure()
+        self._update_risk(now)
+
+    def _update_trends(self, now: float) -> None:
+        tolerance = max(self.max_stale, 2 * self.config.history.interval)
+        for symbol in self.symbols:
+            samples = self.window.spreads(symbol)
+            for w in self.config.trend_windows:
+                change = spread_change(samples, now, w, tolerance)
+                if change is None:
+                    self.trends.pop((symbol, w), None)
+                else:
+                    self.trends[(symbol, w)] = change
+
+    def _update_latency(self, now: float, mono: float) -> None:
+        horizon = self.config.insights.latency_seconds
+        for ex, h in self._hist.items():
+            snaps = self._lat_snaps[ex]
+            snaps.append((mono, list(h.counts)))
+            # keep one snapshot at or before the horizon as the baseline
+            while len(snaps) > 2 and snaps[1][0] <= mono - horizon:
+                snaps.popleft()
+            base = snaps[0][1]
+            delta = [c - b for c, b in zip(h.counts, base, strict=True)]
+            buckets: list[tuple[float, float]] = []
+            acc = 0
+            for bound, c in zip(h.buckets, delta, strict=False):
+                acc += c
+                buckets.append((bound, float(acc)))
+            buckets.append((math.inf, float(acc + delta[-1])))
+            stats = [s for s in self._feeds.values() if s.exchange == ex]
+            self.latency[ex] = latency_audit(
+                buckets if len(snaps) > 1 else [],
+                self.config.insights.latency_budget,
+                h.clock_offset(now),
+                h.negative,
+                sum(s.reconnects for s in stats),
+                sum(s.resyncs for s in stats),
+            )
+
+    def _update_pressure(self) -> None:
+        band = self.config.reference_band
+        for symbol, mapping in self.config.symbols.items():
+            for ex in mapping:
+                rec = self._live(ex, symbol)
+                p = buying_pressure(*rec.metrics.depth[band]) if rec and rec.metrics else None
+                if p is None:
+                    self.pressure.pop((ex, symbol), None)
+                else:
+                    self.pressure[(ex, symbol)] = p
+
+    def risk_inputs(
+        self, key: tuple[str, str, str], now: float
+    ) -> tuple[float, float | None, float, float] | None:
+        """(reference-band depth, p99, book age, its stale_after) for a live pair, else None.
+
+        Depth is the thinner side traded against: A's asks and B's bids in the band; the age
+        is the book with the larger age / stale_after; p99 the worse of both exchanges."""
+        symbol, a, b = key
+        cfg = self.config
+        ra, rb = self._live(a, symbol), self._live(b, symbol)
+        if key not in self.market.pairs or ra is None or rb is None:
+            return None
+        if ra.metrics is None or rb.metrics is None:
+            return None
+        band = cfg.reference_band
+        depth = min(ra.metrics.depth[band][1], rb.metrics.depth[band][0])
+        p99s = [x.p99 for ex in (a, b) if (x := self.latency.get(ex)) and x.p99 is not None]
+        ages = [
+            (now - r.snapshot.received_at, cfg.stale_after(ex, cfg.symbols[symbol][ex]))
+            for ex, r in ((a, ra), (b, rb))
+        ]
+        age, stale_after = max(ages, key=lambda x: x[0] / x[1])
+        return depth, max(p99s) if p99s else None, age, stale_after
+
+    def risk_for(self, key: tuple[str, str, str], notional: float, now: float) -> Risk | None:
+        """Execution risk of any notional; volatility from the nearest configured notional."""
+        inputs = self.risk_inputs(key, now)
+        if inputs is None:
+            return None
+        depth, p99, age, stale_after = inputs
+        nearest = min(self.config.notionals, key=lambda n: abs(math.log(n / notional)))
+        rois = [r for _, r in self._roi.get((*key, nearest), ())]
+        ins = self.config.insights
+        return execution_risk(
+            notional,
+            depth,
+            p99,
+            ins.latency_budget,
+            rois,
+            ins.roi_epsilon,
+            age,
+            stale_after,
+            ins.weights,
+        )
+
+    def _update_risk(self, now: float) -> None:
+        horizon = self.config.insights.volatility_seconds
+        for key in self.market.pair_keys():
+            res = self.market.pairs.get(key)
+            for fill in res.fills if res else ():
+                rois = self._roi.setdefault((*key, fill.notional), deque())
+                if fill.net_roi is not None:
+                    rois.append((now, fill.net_roi))
+            for n in self.config.notionals:
+                rois = self._roi.setdefault((*key, n), deque())
+                while rois and rois[0][0] < now - horizon:
+                    rois.popleft()
+                risk = self.risk_for(key, n, now)
+                if risk is None:
+                    self.risk.pop((*key, n), None)
+                else:
+                    self.risk[(*key, n)] = risk
+
+    # -- correlation (worker thread) ---------------------------------------------------
+    async def compute_correlation(self, now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        series: dict[str, list[Sample]] = {s: self.window.spreads(s) for s in self.corr_symbols}
+
+        def job() -> tuple[dict[tuple[str, str], tuple[float, int]], float]:
+            t0 = time.perf_counter()
+            result = correlation_matrix(
+                series, now, self.config.correlation.window_seconds, self.max_stale
+            )
+            return result, time.perf_counter() - t0
+
+        self.correlation, self.correlation_duration = await asyncio.to_thread(job)
+        self.correlation_at = now
+
+    # -- restart -----------------------------------------------------------------------
+    async def refill(self) -> int:
+        """Refill the in-memory window from ``history:{symbol}``; 0 when Redis is away."""
+        limit = int(self.horizon / self.config.history.interval) + 10
+        since = time.time() - self.horizon
+        total = 0
+        for symbol in self.symbols:
+            try:
+                raw = await asyncio.wait_for(
+                    self._writer.read_history(symbol, since=since, limit=limit), REFILL_TIMEOUT
+                )
+            except (StateUnavailable, TimeoutError) as exc:
+                log.info("history refill skipped: %s", exc or type(exc).__name__)
+                return total
+            rows = [r for f in raw if (r := HistoryRow.from_fields(f)) is not None]
+            total += self.window.refill(symbol, rows)
+        self.refilled = total
+        log.info("history: refilled %d rows from Redis", total)
+        return total
+
+    async def run(self) -> None:
+        try:
+            await self.refill()
+        except Exception:  # refill is best effort; live rows follow anyway
+            self.errors["refill"] += 1
+            log.exception("history refill failed")
+        interval = self.config.history.interval
+        next_tick = time.monotonic()
+        next_corr = next_tick
+        while True:
+            next_tick = max(next_tick + interval, time.monotonic())
+            await asyncio.sleep(next_tick - time.monotonic())
+            try:
+                self.tick(time.time())
+            except Exception:
+                self.errors["tick"] += 1
+                log.exception("intelligence tick failed")
+            if time.monotonic() >= next_corr:
+                next_corr = time.monotonic() + self.config.correlation.interval
+                try:
+                    await self.compute_correlation()
+                except Exception:
+                    self.errors["correlation"] += 1
+                    log.exception("correlation failed")
+
+
+class IntelligenceCollector(Collector):
+    """Renders the precomputed intelligence dicts; no computation in ``collect()``."""
+
+    def __init__(self, intel: Intelligence) -> None:
+        self.intel = intel
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        it = self.intel
+        p = "cryptoarb_"
+        corr = GaugeMetricFamily(
+            p + "spread_correlation_ratio",
+            "Pearson correlation of the reference spreads of two symbols (1 s samples)",
+            labels=["symbol", "other_symbol"],
+        )
+        for (a, b), (r, _n) in sorted(it.correlation.items()):
+            corr.add_metric([a, b], r)
+        dur = GaugeMetricFamily(
+            p + "correlation_compute_duration_seconds",
+            "Duration of the last correlation matrix computation",
+        )
+        dur.add_metric([], it.correlation_duration)
+        change = GaugeMetricFamily(
+            p + "spread_change_ratio",
+            "Change of the reference spread over the trend window",
+            labels=["symbol", "window"],
+        )
+        direction = GaugeMetricFamily(
+            p + "spread_trend_direction",
+            "1 rising, -1 falling, 0 within +-trend_epsilon over the trend window",
+            labels=["symbol", "window"],
+        )
+        eps = it.config.trend_epsilon
+        for (symbol, w), v in it.trends.items():
+            change.add_metric([symbol, label_number(w)], v)
+            direction.add_metric([symbol, label_number(w)], trend_direction(v, eps))
+        risk = GaugeMetricFamily(
+            p + "execution_risk_ratio",
+            "Execution risk score in [0, 1] (fill, latency, volatility, book age)",
+            labels=["symbol", "buy_exchange", "sell_exchange", "notional"],
+        )
+        for (s, a, b, n), rk in it.risk.items():
+            risk.add_metric([s, a, b, label_number(n)], rk.score)
+        pressure = GaugeMetricFamily(
+            p + "buying_pressure_ratio",
+            "(1 + reference-band imbalance) / 2: bid share of the band's depth",
+            labels=["exchange", "symbol"],
+        )
+        for (ex, s), pr in it.pressure.items():
+            pressure.add_metric([ex, s], pr.value)
+        p50 = GaugeMetricFamily(
+            p + "feed_latency_p50_seconds",
+            "Median feed latency over insights.latency_seconds (histogram_quantile rules)",
+            labels=["exchange"],
+        )
+        p99 = GaugeMetricFamily(
+            p + "feed_latency_p99_seconds",
+            "99th percentile feed latency over insights.latency_seconds",
+            labels=["exchange"],
+        )
+        for ex, audit in it.latency.items():
+            if audit.p50 is not None:
+                p50.add_metric([ex], audit.p50)
+            if audit.p99 is not None:
+                p99.add_metric([ex], audit.p99)
+        errors = CounterMetricFamily(
+            p + "intelligence_errors",
+            "Failures of the intelligence timer by stage",
+            labels=["stage"],
+        )
+        for stage, count in it.errors.items():
+            errors.add_metric([stage], count)
+        yield from (corr, dur, change, direction, risk, pressure, p50, p99, errors)

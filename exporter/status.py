@@ -1,0 +1,233 @@
+"""``arb-exporter status``: a terminal view of a running exporter, read over its HTTP API.
+
+Feeds (``/readyz``), the best live opportunities with their trend arrows
+(``/api/opportunities``), insights (``/api/insights``) and the latest windows
+(``/api/windows``) as rich tables; ``--watch`` redraws in place.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any
+
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+LEVEL_STYLE = {"low": "green", "medium": "yellow", "high": "red"}
+ARROW_STYLE = {"▲": "green", "▼": "red", "–": "dim"}
+
+
+class Unreachable(RuntimeError):
+    pass
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("status", help="show a running exporter's feeds, opportunities, windows")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--url", help="exporter base URL (default http://127.0.0.1:9877)")
+    src.add_argument("--config.file", dest="config_file", help="read web.listen_address from it")
+    p.add_argument("--watch", action="store_true", help="refresh in place until Ctrl-C")
+    p.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes")
+    p.add_argument("--notional", type=float, help="evaluate this size from the live books")
+    p.add_argument("--top", type=int, default=10, help="opportunities shown")
+    p.add_argument("--windows", type=int, default=10, help="latest log entries shown")
+    p.add_argument("--log.level", dest="log_level", default="warning",
+                   choices=["debug", "info", "warning", "error"])  # fmt: skip
+
+
+def base_url(url: str | None, config_file: str | None) -> str:
+    if url:
+        return url.rstrip("/")
+    if config_file:
+        from exporter.config import load
+
+        web = load(config_file).web
+        host = web.host if web.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{web.port}"
+    return "http://127.0.0.1:9877"
+
+
+def get_json(url: str, timeout: float = 5.0) -> Any:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return json.loads(resp.read())
+    except urllib.error.HTTPError as err:  # /readyz answers 503 with a useful body
+        body = err.read()
+        try:
+            return json.loads(body)
+        except ValueError:
+            raise Unreachable(f"{url}: HTTP {err.code}") from err
+    except (OSError, ValueError) as err:
+        raise Unreachable(f"{url}: {err}") from err
+
+
+def fetch(base: str, notional: float | None, windows: int) -> dict[str, Any]:
+    q = f"?notional={notional:g}" if notional else ""
+    data: dict[str, Any] = {
+        "ready": get_json(base + "/readyz"),
+        "opportunities": get_json(base + "/api/opportunities" + q),
+        "insights": get_json(base + "/api/insights"),
+    }
+    data["windows"] = get_json(base + f"/api/windows?limit={windows}")
+    return data
+
+
+def _pct(x: float | None) -> str:
+    return "—" if x is None else f"{x * 100:+.3f}%"
+
+
+def _ms(x: float | None) -> str:
+    return "—" if x is None else f"{x * 1000:.1f} ms"
+
+
+def _level(lvl: str | None) -> Text:
+    return Text(lvl or "—", style=LEVEL_STYLE.get(lvl or "", ""))
+
+
+def _arrow(trend: dict[str, Any]) -> Text:
+    """The shortest trend window's arrow (the most reactive one)."""
+    for _w, t in sorted(trend.items(), key=lambda kv: float(kv[0])):
+        if t.get("arrow"):
+            return Text(t["arrow"], style=ARROW_STYLE.get(t["arrow"], ""))
+    return Text("·", style="dim")
+
+
+def _time(ts: Any) -> str:
+    try:
+        return dt.datetime.fromtimestamp(float(ts)).strftime("%H:%M:%S")
+    except (TypeError, ValueError, OverflowError):
+        return "—"
+
+
+def render(base: str, data: dict[str, Any], top: int) -> RenderableType:
+    ready = data["ready"]
+    feeds = Table(title=f"Feeds — {base}", title_justify="left")
+    for col in ("exchange", "market", "state"):
+        feeds.add_column(col)
+    for name, state in sorted(ready.get("books", {}).items()):
+        ex, _, market = name.partition(":")
+        feeds.add_row(ex, market, Text(state, style="green" if state == "live" else "red"))
+    feeds.caption = f"redis up: {ready.get('redis_up')}"
+
+    opp = data["opportunities"]
+    size = f" at {opp['notional']:g}" if opp.get("notional") else ""
+    opps = Table(title=f"Best opportunities{size} (net of fees and slippage)", title_justify="left")
+    for col in ("symbol", "buy → sell", "notional", "net ROI", "net profit", "gross", "trend"):
+        opps.add_column(col, justify="right" if col not in ("symbol", "buy → sell") else "left")
+    opps.add_column("risk")
+    opps.add_column("window")
+    for e in opp.get("opportunities", [])[:top]:
+        risk = e.get("risk") or {}
+        opps.add_row(
+            e["symbol"],
+            f"{e['buy_exchange']} → {e['sell_exchange']}",
+            f"{e['notional']:g}",
+            _pct(e.get("net_roi")) if e.get("fillable") else "not fillable",
+            "—" if e.get("net_profit") is None else f"{e['net_profit']:+.2f}",
+            _pct(e.get("gross_spread")),
+            _arrow(e.get("trend", {})),
+            _level(risk.get("level")),
+            Text("OPEN", style="bold green") if e.get("window_open") else "",
+        )
+
+    ins = data["insights"]
+    lat = Table(title="Latency audit", title_justify="left")
+    for col in ("exchange", "p50", "p99", "clock offset", "negative", "reconnects", "resyncs"):
+        lat.add_column(col)
+    lat.add_column("level")
+    for a in ins.get("latency", []):
+        lat.add_row(
+            a["exchange"], _ms(a["p50"]), _ms(a["p99"]), _ms(a["clock_offset"]),
+            str(a["negative_latency"]), str(a["reconnects"]), str(a["resyncs"]),
+            _level(a["level"]),
+        )  # fmt: skip
+    pressure = Table(title="Buying pressure (reference band)", title_justify="left")
+    for col in ("exchange", "symbol", "bid share", "level"):
+        pressure.add_column(col)
+    for p in ins.get("buying_pressure", []):
+        pressure.add_row(p["exchange"], p["symbol"], f"{p['value']:.0%}", _level(p["level"]))
+    risks = Table(title="Highest execution risk", title_justify="left")
+    for col in ("symbol", "buy → sell", "notional", "score", "why"):
+        risks.add_column(col)
+    for r in ins.get("execution_risk", [])[:5]:
+        risks.add_row(
+            r["symbol"], f"{r['buy_exchange']} → {r['sell_exchange']}", f"{r['notional']:g}",
+            Text(f"{r['score']:.2f}", style=LEVEL_STYLE.get(r["level"], "")), r["explanation"],
+        )  # fmt: skip
+    corr = ins.get("correlation", {})
+    corr_t = Table(
+        title=f"Spread correlation ({corr.get('window_seconds', 0):g} s)", title_justify="left"
+    )
+    for col in ("symbol", "other", "r", "samples"):
+        corr_t.add_column(col)
+    for c in corr.get("pairs", []):
+        corr_t.add_row(c["symbol"], c["other_symbol"], f"{c['ratio']:+.2f}", str(c["samples"]))
+
+    windows = Table(title="Latest windows (Redis log)", title_justify="left")
+    for col in ("end", "kind", "symbol", "buy → sell", "notional", "duration", "peak ROI"):
+        windows.add_column(col)
+    windows.add_column("close / status")
+    win = data["windows"]
+    if "error" in win:
+        windows.caption = f"unavailable: {win['error']}"
+    for w in win.get("windows", []):
+        if w.get("kind") == "window":
+            windows.add_row(
+                _time(w.get("end")), "window", w.get("symbol", ""),
+                f"{w.get('buy_exchange')} → {w.get('sell_exchange')}", str(w.get("notional")),
+                f"{float(w.get('duration_seconds', 0)):.1f} s",
+                _pct(float(w["peak_roi"])) if w.get("peak_roi") else "—",
+                str(w.get("close_reason", "")),
+            )  # fmt: skip
+        else:
+            windows.add_row(
+                _time(w.get("logged_at")), str(w.get("kind")), str(w.get("alertname", "")),
+                "", "", "", "", str(w.get("status", "")),
+            )  # fmt: skip
+    return Group(feeds, opps, lat, pressure, risks, corr_t, windows)
+
+
+def run(args: argparse.Namespace) -> int:
+    from exporter.config import ConfigError
+
+    try:
+        base = base_url(args.url, args.config_file)
+    except ConfigError as err:  # same message and exit code as `run`
+        print(err, file=sys.stderr)
+        return 2
+    if args.notional is not None and not args.notional > 0:
+        print("status: --notional must be > 0", file=sys.stderr)
+        return 2
+    console = Console()
+
+    def view() -> RenderableType:
+        try:
+            return render(base, fetch(base, args.notional, args.windows), args.top)
+        except Unreachable as err:
+            return Text(f"exporter not reachable: {err}", style="red")
+
+    if not args.watch:
+        try:
+            data = fetch(base, args.notional, args.windows)
+        except Unreachable as err:
+            print(f"status: exporter not reachable: {err}", file=sys.stderr)
+            return 1
+        console.print(render(base, data, args.top))
+        return 0
+    try:
+        with Live(view(), console=console, auto_refresh=False, screen=False) as live:
+            while True:
+                time.sleep(max(0.2, args.interval))
+                live.update(view(), refresh=True)
+    except KeyboardInterrupt:
+        return 0
