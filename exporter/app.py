@@ -25,6 +25,7 @@ from exporter.market import FeedKey, MarketState
 from exporter.model import BookStatus, CloseReason, label_number
 from exporter.server import HttpServer
 from exporter.state import StateWriter
+from exporter.webhook import AlertWebhook
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,8 @@ class Exporter:
             self.registry, self.readiness, config.web.host, config.web.port,
             client_max_size=config.webhook.max_body_bytes,
         )  # fmt: skip
+        self.webhook = AlertWebhook(config.webhook, self.writer)
+        self.server.app.add_routes(self.webhook.routes())
         self._stopping = asyncio.Event()
 
     # -- wiring ------------------------------------------------------------------------
