@@ -364,3 +364,23 @@ def print_slack(msg: SlackMessage) -> None:
 
 def print_email(mail: Email) -> None:
     print(f"[email to {', '.join(mail.to)}] {mail.subject}\n{mail.text}", flush=True)
+
+
+async def start_demo_stack(exporter: str, webhook_token: str) -> ObservabilityStack | None:
+    """For ``arb-exporter demo``: the stack with catchers that print what they receive, or
+    None (with one log line) when the repository configs or the binaries are missing."""
+    root = repo_root()
+    if root is None:
+        log.warning("demo: prometheus/ and alertmanager/ not found (not a source checkout): "
+                    "running without Prometheus and Alertmanager")  # fmt: skip
+        return None
+    if find_binary("prometheus") is None or find_binary("prometheus-alertmanager",
+                                                        "alertmanager") is None:  # fmt: skip
+        log.warning("demo: prometheus / alertmanager binaries not found (scripts/setup.sh): "
+                    "running without them")  # fmt: skip
+        return None
+    stack = ObservabilityStack(
+        root, exporter, webhook_token, on_slack=print_slack, on_email=print_email
+    )
+    await stack.start()
+    return stack
