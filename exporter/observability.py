@@ -379,6 +379,11 @@ async def start_demo_stack(exporter: str, webhook_token: str) -> ObservabilitySt
         log.warning("demo: prometheus / alertmanager binaries not found (scripts/setup.sh): "
                     "running without them")  # fmt: skip
         return None
+    try:
+        import aiosmtpd  # noqa: F401
+    except ImportError:
+        log.warning("demo: aiosmtpd missing (dev extra): running without Prometheus")
+        return None
     stack = ObservabilityStack(
         root, exporter, webhook_token, on_slack=print_slack, on_email=print_email
     )
