@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup demo test test-unit lint format bench clean
+.PHONY: setup demo test test-unit lint format bench clean dashboards
 
 setup: $(VENV)/.setup-done
 
@@ -21,13 +21,16 @@ test-unit: setup
 	$(PY) -m pytest -q tests/unit
 
 lint: setup
-	$(VENV)/bin/ruff check exporter tests bench
-	$(VENV)/bin/ruff format --check exporter tests bench
+	$(VENV)/bin/ruff check exporter tests bench grafana
+	$(VENV)/bin/ruff format --check exporter tests bench grafana
 	$(VENV)/bin/mypy --strict exporter
 
 format: setup
-	$(VENV)/bin/ruff format exporter tests bench
-	$(VENV)/bin/ruff check --fix exporter tests bench
+	$(VENV)/bin/ruff format exporter tests bench grafana
+	$(VENV)/bin/ruff check --fix exporter tests bench grafana
+
+dashboards: setup
+	$(PY) -W ignore grafana/generate.py
 
 bench: setup
 	$(PY) bench/bench_analytics.py

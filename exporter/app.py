@@ -27,6 +27,7 @@ from exporter.market import FeedKey, MarketState
 from exporter.model import BookSnapshot, BookStatus, CloseReason, label_number
 from exporter.server import HttpServer
 from exporter.state import StateWriter
+from exporter.webhook import AlertWebhook
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,8 @@ class Exporter:
             extra_routes=api_routes(config, self.market, self.intel, self.writer),
             client_max_size=config.webhook.max_body_bytes,
         )  # fmt: skip
+        self.webhook = AlertWebhook(config.webhook, self.writer)
+        self.server.app.add_routes(self.webhook.routes())
         self._stopping = asyncio.Event()
 
     # -- wiring ------------------------------------------------------------------------

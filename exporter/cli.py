@@ -9,11 +9,14 @@ import argparse
 import asyncio
 import logging
 import os
+import secrets
 import shutil
 import signal
 import sys
+import tempfile
 from importlib import resources
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -21,6 +24,9 @@ from exporter import __version__
 from exporter.config import Config, ConfigError, load, parse
 from exporter.status import add_parser as add_status_parser
 from exporter.status import run as cmd_status
+
+if TYPE_CHECKING:
+    from exporter.observability import ObservabilityStack
 
 log = logging.getLogger("exporter")
 
@@ -60,6 +66,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--simulator.port", dest="sim_port", type=int, default=0)
     demo.add_argument("--seed", type=int, default=42)
+    demo.add_argument("--webhook.token-file", dest="webhook_token_file",
+                      help="alert-log webhook token (default: a generated one)")  # fmt: skip
+    demo.add_argument("--no-observability", dest="observability", action="store_false",
+                      help="do not start Prometheus + Alertmanager on loopback")  # fmt: skip
     _add_common(demo)
 
     sim = sub.add_parser("simulate", help="run the exchange simulator alone",
@@ -135,7 +145,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     return asyncio.run(_serve(config))
 
 
-def demo_config(base_url: str, redis_url: str | None, listen: str | None) -> Config:
+def demo_config(
+    base_url: str, redis_url: str | None, listen: str | None, webhook_token_file: str | None = None
+) -> Config:
     """The packaged demo config pointed at a simulator at ``base_url``."""
     from exporter.simulator.endpoints import ccxt_config
 
@@ -146,7 +158,20 @@ def demo_config(base_url: str, redis_url: str | None, listen: str | None) -> Con
     data["redis"] = {"url": redis_url}
     if listen:
         data["web"]["listen_address"] = listen
+    if webhook_token_file:
+        data["webhook"] = {"token_file": webhook_token_file}
     return parse(data, "demo config", environ={})
+
+
+def _demo_token(path: str | None, tmp: tempfile.TemporaryDirectory[str]) -> tuple[str, str]:
+    """The alert-log webhook token file and its token (generated unless given)."""
+    if path:
+        return path, Path(path).read_text(encoding="utf-8").strip()
+    token = secrets.token_urlsafe(24)
+    generated = Path(tmp.name) / "webhook_token"
+    generated.write_text(token + "\n", encoding="utf-8")
+    generated.chmod(0o600)
+    return str(generated), token
 
 
 async def _demo(args: argparse.Namespace) -> int:
@@ -157,6 +182,8 @@ async def _demo(args: argparse.Namespace) -> int:
     )
     redis_proc: RedisProcess | None = None
     redis_url = args.redis_url or os.environ.get("CRYPTOARB_REDIS_URL")
+    stack: ObservabilityStack | None = None
+    tmp = tempfile.TemporaryDirectory(prefix="cryptoarb-demo-")
     try:
         await sim.start()
         if redis_url is None and shutil.which("redis-server"):
@@ -165,18 +192,31 @@ async def _demo(args: argparse.Namespace) -> int:
             redis_url = redis_proc.url
         elif redis_url is None:
             log.warning("no redis-server binary and no Redis configured: running without Redis")
-        config = demo_config(sim.base_url, redis_url, args.listen_address)
+        token_file, token = _demo_token(args.webhook_token_file, tmp)
+        config = demo_config(sim.base_url, redis_url, args.listen_address, token_file)
         web = config.web.listen_address
+        if args.observability:
+            from exporter.observability import start_demo_stack
+
+            exporter_addr = web.replace("0.0.0.0:", "127.0.0.1:")
+            stack = await start_demo_stack(exporter_addr, token)
         print(
             f"\n  simulator : {sim.base_url}/control/health\n"
             f"  redis     : {redis_url or 'off'}\n"
             f"  metrics   : http://{web}/metrics\n"
             f"  readiness : http://{web}/readyz\n"
-            f"  Ctrl-C to stop\n",
+            + (f"  prometheus: {stack.prometheus.url}/alerts\n"
+               f"  alertmgr  : {stack.alertmanager.url}\n"
+               "  (Slack and email catchers print what they receive below)\n"
+               if stack and stack.prometheus and stack.alertmanager else "")
+            + "  Ctrl-C to stop\n",
             flush=True,
-        )
+        )  # fmt: skip
         return await _serve(config)
     finally:
+        if stack is not None:
+            await stack.stop()
+        tmp.cleanup()
         await sim.stop()
         if redis_proc is not None:
             await redis_proc.stop()
