@@ -24,6 +24,7 @@ from exporter.feeds.supervisor import ExchangeFeeds, FeedSettings
 from exporter.market import FeedKey, MarketState
 from exporter.model import BookStatus, CloseReason, label_number
 from exporter.server import HttpServer
+from exporter.sharding import apply_shard
 from exporter.state import StateWriter
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,9 @@ TICKER_LEVELS = 10  # top levels per side copied into the Redis ticker
 
 class Exporter:
     def __init__(self, config: Config) -> None:
+        config = apply_shard(config)  # this process's symbols only (`shard: {index, count}`)
+        if not config.symbols:
+            log.warning("shard %d/%d owns no symbol", config.shard.index, config.shard.count)
         self.config = config
         # `_created` samples double the counter series and no dashboard here uses them.
         disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -40,7 +44,8 @@ class Exporter:
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
         max_stale = max(
-            [config.stale_after(ex, m) for s in config.symbols.values() for ex, m in s.items()]
+            [config.stale_after(ex, m) for s in config.symbols.values() for ex, m in s.items()],
+            default=config.feeds.stale_after,
         )
         self.writer = StateWriter(
             config.redis.url,
