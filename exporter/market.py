@@ -85,6 +85,8 @@ class MarketState:
                 if ref is not None:
                     self._conv_users.setdefault(ref, set()).add(sym)
         self.windows.register(self.window_keys())
+        # Benchmark hook (off by default): called once the state reflects a snapshot.
+        self.on_published: Callable[[BookSnapshot], None] | None = None
 
     # -- static structure -------------------------------------------------------------
     def pair_keys(self) -> list[PairKey]:
@@ -162,6 +164,8 @@ class MarketState:
             self.conversion[(snap.exchange, snap.market)] = snap
             for sym in self._conv_users.get((snap.exchange, snap.market), ()):
                 self._refresh_symbol(sym, snap.received_at)
+            if self.on_published is not None:
+                self.on_published(snap)
             return
         key = (snap.exchange, snap.symbol)
         prev = self.books.get(key)
@@ -171,6 +175,8 @@ class MarketState:
         if snap.crossed:
             self.feeds[(snap.exchange, snap.market)].errors[ErrorReason.CROSSED] += 1
         self._evaluate_symbol(snap.symbol, snap.exchange, snap.received_at)
+        if self.on_published is not None:
+            self.on_published(snap)
 
     def _store_book(self, snap: BookSnapshot, changed_mono: float) -> None:
         rate = self.rate(snap.symbol, snap.market)
