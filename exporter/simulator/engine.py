@@ -191,6 +191,9 @@ class Engine:
         self.counters = Counters()
         self.started = time.time()
         self._wake = asyncio.Event()
+        # (exchange, symbol, last sequence, wall time) per published update, when enabled
+        # (--record-sends, for latency benchmarks); read and cleared by GET /control/sends.
+        self.send_log: deque[tuple[str, str, int, float]] | None = None
 
     def add_venue(self, venue: Venue) -> None:
         self.venues[venue.name] = venue
@@ -223,6 +226,7 @@ class Engine:
         ops = 2 if self.mode != "random" else 1 + int(world.rng.random() * 4)
         now = time.monotonic()
         firehose = self.mode == "firehose"
+        send_log = self.send_log
         for key in world.market_keys():
             if self.silent(key, now):
                 continue
@@ -238,6 +242,8 @@ class Engine:
                 self.counters.faults[exchange]["drop_update_applied"] += 1
             if venue is not None:
                 venue.publish(symbol, update, drop)
+                if send_log is not None and not drop:
+                    send_log.append((exchange, symbol, update.last_seq, time.time()))
 
     def safe_tick(self) -> None:
         """`tick`, but a bug in one step is logged and counted instead of killing the clock."""
