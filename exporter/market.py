@@ -161,8 +161,18 @@ class MarketState:
     # -- updates -----------------------------------------------------------------------
     def on_book(self, snap: BookSnapshot) -> None:
         if snap.symbol not in self.symbols:
-            self.conversion[(snap.exchange, snap.market)] = snap
-            for sym in self._conv_users.get((snap.exchange, snap.market), ()):
+            conv = (snap.exchange, snap.market)
+            last = self.conversion.get(conv)
+            # Refresh dependants only when the rate can have moved: a new top of book, or
+            # the book coming back from stale/down (most conversion updates touch depth only).
+            same_top = (
+                last is not None
+                and last.best_bid == snap.best_bid
+                and last.best_ask == snap.best_ask
+                and self.status(*conv) is BookStatus.LIVE
+            )
+            self.conversion[conv] = snap
+            for sym in () if same_top else self._conv_users.get(conv, ()):
                 self._refresh_symbol(sym, snap.received_at)
             if self.on_published is not None:
                 self.on_published(snap)
