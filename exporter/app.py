@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -160,6 +161,14 @@ class Exporter:
             except Exception:
                 log.exception("periodic %s failed", getattr(fn, "__name__", fn))
 
+    async def _freeze_heap_after_startup(self, delay: float = 15.0) -> None:
+        """Move what survived startup (ccxt clients and markets, config) out of the cyclic
+        GC's reach: full collections then scan only newer objects, which keeps their pauses
+        (measured 50-70 ms on a 10k-series state) from stalling feeds and scrapes."""
+        await asyncio.sleep(delay)
+        gc.collect()
+        gc.freeze()
+
     # -- lifecycle ---------------------------------------------------------------------
     def stop(self) -> None:
         self._stopping.set()
@@ -185,6 +194,7 @@ class Exporter:
                         self._every(self.config.feeds.sweep_interval, self.market.sweep)
                     ),
                     tg.create_task(self._every(self.config.redis.flush_interval, self.publish)),
+                    tg.create_task(self._freeze_heap_after_startup()),
                 ]
                 if started is not None:
                     await started(self)

@@ -36,6 +36,7 @@ _TYPE_MAP = {
 }
 _OM_SUFFIXES = ("_created", "_gsum", "_gcount")
 _INF = float("inf")
+YIELD_SECONDS = 0.0002
 
 
 def format_value(value: float) -> str:
@@ -128,7 +129,7 @@ def generate(registry: Collector, renderer: Renderer | None = None) -> bytes:
 class Exposition:
     """Renders a registry for /metrics without stalling the event loop for long."""
 
-    def __init__(self, registry: Collector, slice_seconds: float = 0.004) -> None:
+    def __init__(self, registry: Collector, slice_seconds: float = 0.003) -> None:
         self.registry = registry
         self.slice_seconds = slice_seconds
         self.renderer = Renderer()
@@ -152,7 +153,9 @@ class Exposition:
         deadline = now + self.slice_seconds
         for metric in metrics:
             if time.perf_counter() > deadline:
-                await asyncio.sleep(0)
+                # Not sleep(0): a task woken by I/O or a timer needs two loop iterations
+                # (future done, then task step) and would keep losing to our requeue.
+                await asyncio.sleep(YIELD_SECONDS)
                 deadline = time.perf_counter() + self.slice_seconds
             self.renderer.family(metric, out)
         return "".join(out).encode("utf-8")
