@@ -137,7 +137,8 @@ def main() -> None:
         g, lean, plain = f["generate_latest"], f["lean"], f["plain"]
         rows.append(
             [f["series"], g["render_ms"], g["stall_ms_max"], lean["render_ms"],
-             f"{lean['stall_ms_median']} / {lean['stall_ms_max']}", f["lean_collect_ms"], plain["render_ms"],
+             f"{lean['stall_ms_median']} / {lean['stall_ms_max']}", f["lean_collect_ms"],
+             plain["render_ms"],
              f"{lean['bytes'] / 1024:,.0f}", f["latest_value_missing"], f["promtool"][:20]]
         )  # fmt: skip
         print(f"  {label_number(target)} series done", flush=True)
@@ -150,7 +151,8 @@ def main() -> None:
         lean = ten["lean"]
         print(
             f"\ntarget at {ten['series']} series: render < 50 ms -> {lean['render_ms']} ms; "
-            f"stall < 20 ms -> median {lean['stall_ms_median']}, max {lean['stall_ms_max']} ms; promtool -> {ten['promtool']}"
+            f"stall < 20 ms -> median {lean['stall_ms_median']}, max {lean['stall_ms_max']} ms; "
+            f"promtool -> {ten['promtool']}"
         )
     path = write_results("scrape", {"sizes": figures}, started)
     print(f"results: {path}")
