@@ -68,7 +68,7 @@ def trial(
 
 def drain(sim: Sim, client: Client) -> None:
     """Slow the feed to a trickle until the client has caught up (handled stops jumping)."""
-    sim.set_rate(1.0)
+    sim.drain_rate()
     last = [client.report()["handled"]]
 
     def settled() -> bool:
@@ -81,10 +81,23 @@ def drain(sim: Sim, client: Client) -> None:
 
 
 def search(
-    sim: Sim, client: Client, markets: int, guess: float, warm: float, measure: float, log: list
+    sim: Sim,
+    client: Client,
+    markets: int,
+    guess: float,
+    warm: float,
+    measure: float,
+    log: list[Any],
+    max_rate: float,
 ) -> float:
     def run(rate: float) -> bool:
-        t = trial(sim, client, rate, markets, warm, measure)
+        try:
+            t = trial(sim, client, rate, markets, warm, measure)
+        except OSError as exc:  # the simulator's control API timed out: it is saturated
+            print(f"    {rate:8.0f} msg/s  simulator unresponsive ({exc}): FAIL", flush=True)
+            log.append({"offered": rate, "ok": False, "error": str(exc)})
+            drain(sim, client)
+            return False
         log.append(t)
         print(
             f"    {rate:8.0f} msg/s  handled {t['handled_rate']:8.0f}/s  backlog "
@@ -101,6 +114,8 @@ def search(
             return 0.0
     while run(hi):
         lo, hi = hi, hi * 2
+        if hi > max_rate:
+            return lo  # the simulator (core 0) cannot offer more: a lower bound
     while hi / lo > 1.07:
         mid = (lo * hi) ** 0.5
         if run(mid):
@@ -122,6 +137,7 @@ def main() -> None:
     p.add_argument("--uvloop", action="store_true", help="run B with uvloop")
     p.add_argument("--cost-rate", type=float, default=2500.0, help="msg/s for the CPU trial")
     p.add_argument("--no-search", action="store_true", help="CPU-cost trial only")
+    p.add_argument("--max-rate", type=float, default=9000.0, help="search ceiling, msg/s")
     args = p.parse_args()
     started = time.time()
     markets = 2 * args.symbols + 1
@@ -159,13 +175,13 @@ def main() -> None:
                         continue
                     best = search(
                         sim, client, markets, guess[variant], args.warm, args.measure,
-                        trials[variant],
+                        trials[variant], args.max_rate,
                     )  # fmt: skip
                 finally:
                     if scraper is not None:
                         scraper.stop()
                     client.stop()
-                    sim.set_rate(1.0)
+                    sim.drain_rate()
                 results[variant].append(best)
                 guess[variant] = best or args.guess
                 print(f"  -> {variant}: {best:,.0f} msg/s", flush=True)

@@ -97,6 +97,14 @@ class Sim:
     def set_rate(self, per_market: float) -> None:
         self.post("/control/mode", {"mode": "fixed_rate", "rate": per_market})
 
+    def drain_rate(self) -> None:
+        """Back to a trickle, retrying while an overloaded simulator catches up."""
+        for _ in range(5):
+            with contextlib.suppress(OSError):
+                self.set_rate(1.0)
+                return
+            time.sleep(2)
+
     def counters(self) -> dict[str, Any]:
         return dict(self.get("/control/counters"))
 
