@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup demo test test-unit lint format bench clean dashboards
+.PHONY: setup demo test test-unit lint format bench bench-perf clean dashboards
 
 setup: $(VENV)/.setup-done
 
@@ -34,6 +34,13 @@ dashboards: setup
 
 bench: setup
 	$(PY) bench/bench_analytics.py
+
+bench-perf: setup  # issue 7: each prints a table and writes bench/results/*.json
+	$(PY) bench/bench_scrape.py
+	$(PY) bench/bench_latency.py
+	$(PY) bench/bench_throughput.py
+	$(PY) bench/bench_shards.py
+	$(PY) bench/bench_scale.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

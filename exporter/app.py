@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -26,6 +27,7 @@ from exporter.intelligence import Intelligence, IntelligenceCollector
 from exporter.market import FeedKey, MarketState
 from exporter.model import BookSnapshot, BookStatus, CloseReason, label_number
 from exporter.server import HttpServer
+from exporter.sharding import apply_shard
 from exporter.state import StateWriter
 from exporter.webhook import AlertWebhook
 
@@ -36,6 +38,9 @@ TICKER_LEVELS = 10  # top levels per side copied into the Redis ticker
 
 class Exporter:
     def __init__(self, config: Config) -> None:
+        config = apply_shard(config)  # this process's symbols only (`shard: {index, count}`)
+        if not config.symbols:
+            log.warning("shard %d/%d owns no symbol", config.shard.index, config.shard.count)
         self.config = config
         # `_created` samples double the counter series and no dashboard here uses them.
         disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -43,7 +48,8 @@ class Exporter:
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
         max_stale = max(
-            [config.stale_after(ex, m) for s in config.symbols.values() for ex, m in s.items()]
+            [config.stale_after(ex, m) for s in config.symbols.values() for ex, m in s.items()],
+            default=config.feeds.stale_after,
         )
         self.writer = StateWriter(
             config.redis.url,
@@ -167,6 +173,14 @@ class Exporter:
             except Exception:
                 log.exception("periodic %s failed", getattr(fn, "__name__", fn))
 
+    async def _freeze_heap_after_startup(self, delay: float = 15.0) -> None:
+        """Move what survived startup (ccxt clients and markets, config) out of the cyclic
+        GC's reach: full collections then scan only newer objects, which keeps their pauses
+        (measured 50-70 ms on a 10k-series state) from stalling feeds and scrapes."""
+        await asyncio.sleep(delay)
+        gc.collect()
+        gc.freeze()
+
     # -- lifecycle ---------------------------------------------------------------------
     def stop(self) -> None:
         self._stopping.set()
@@ -193,6 +207,7 @@ class Exporter:
                     ),
                     tg.create_task(self._every(self.config.redis.flush_interval, self.publish)),
                     tg.create_task(self.intel.run(), name="intelligence"),
+                    tg.create_task(self._freeze_heap_after_startup()),
                 ]
                 if started is not None:
                     await started(self)

@@ -86,6 +86,8 @@ class MarketState:
                 if ref is not None:
                     self._conv_users.setdefault(ref, set()).add(sym)
         self.windows.register(self.window_keys())
+        # Benchmark hook (off by default): called once the state reflects a snapshot.
+        self.on_published: Callable[[BookSnapshot], None] | None = None
 
     # -- static structure -------------------------------------------------------------
     def pair_keys(self) -> list[PairKey]:
@@ -160,9 +162,21 @@ class MarketState:
     # -- updates -----------------------------------------------------------------------
     def on_book(self, snap: BookSnapshot) -> None:
         if snap.symbol not in self.symbols:
-            self.conversion[(snap.exchange, snap.market)] = snap
-            for sym in self._conv_users.get((snap.exchange, snap.market), ()):
+            conv = (snap.exchange, snap.market)
+            last = self.conversion.get(conv)
+            # Refresh dependants only when the rate can have moved: a new top of book, or
+            # the book coming back from stale/down (most conversion updates touch depth only).
+            same_top = (
+                last is not None
+                and last.best_bid == snap.best_bid
+                and last.best_ask == snap.best_ask
+                and self.status(*conv) is BookStatus.LIVE
+            )
+            self.conversion[conv] = snap
+            for sym in () if same_top else self._conv_users.get(conv, ()):
                 self._refresh_symbol(sym, snap.received_at)
+            if self.on_published is not None:
+                self.on_published(snap)
             return
         key = (snap.exchange, snap.symbol)
         prev = self.books.get(key)
@@ -172,6 +186,8 @@ class MarketState:
         if snap.crossed:
             self.feeds[(snap.exchange, snap.market)].errors[ErrorReason.CROSSED] += 1
         self._evaluate_symbol(snap.symbol, snap.exchange, snap.received_at)
+        if self.on_published is not None:
+            self.on_published(snap)
 
     def _store_book(self, snap: BookSnapshot, changed_mono: float) -> None:
         rate = self.rate(snap.symbol, snap.market)

@@ -85,12 +85,32 @@ class Backoff:
 def copy_levels(
     side: Any, k: int, max_price: float, max_qty: float
 ) -> tuple[tuple[float, float], ...]:
-    """Copy the top ``k`` levels; raises ValueError on NaN/inf/non-positive/out-of-bound values."""
-    out = tuple((float(p), float(q)) for p, q, *_ in side[:k])
-    for p, q in out:
-        if not (0 < p <= max_price and 0 < q <= max_qty) or math.isnan(p + q):
-            raise ValueError(f"bad level price={p} qty={q}")
-    return out
+    """Copy the top ``k`` levels; raises ValueError on NaN/inf/non-positive/out-of-bound values.
+
+    Runs once per book update on up to 2K values, so the checks use C-level builtins
+    (min/max/sum over the columns) instead of a Python loop per level."""
+    top = side[:k]
+    if not top:
+        return ()
+    try:
+        prices = [float(level[0]) for level in top]
+        qtys = [float(level[1]) for level in top]
+    except IndexError as exc:
+        raise ValueError(f"bad level: {exc}") from exc
+    if (
+        min(prices) <= 0
+        or max(prices) > max_price
+        or min(qtys) <= 0
+        or max(qtys) > max_qty
+        or math.isnan(sum(prices) + sum(qtys))
+    ):
+        bad = next(
+            (p, q)
+            for p, q in zip(prices, qtys, strict=True)
+            if not (0 < p <= max_price and 0 < q <= max_qty) or math.isnan(p + q)
+        )
+        raise ValueError(f"bad level price={bad[0]} qty={bad[1]}")
+    return tuple(zip(prices, qtys, strict=True))
 
 
 class MarketFeed:

@@ -26,6 +26,8 @@ Read:
   tick ran vs. its schedule; a reset = more than 1 s behind, schedule restarted), ``mode``,
   ``rate``, ``frozen``.
   ``POST /control/counters/reset`` zeroes them.
+- ``GET /control/sends`` (with ``--record-sends``) -> ``{"sends": [[exchange, market,
+  last_sequence, unix_time], ...]}``: when each update was published; the log is cleared.
 
 Write (POST, JSON body; every answer has ``"ok": true``):
 
@@ -98,6 +100,7 @@ class Control:
             web.get("/control/book/{exchange}/{market:.+}", self.book),
             web.get("/control/counters", self.counters),
             web.post("/control/counters/reset", self.reset_counters),
+            web.get("/control/sends", self.sends),
             web.post("/control/freeze", self.freeze),
             web.post("/control/unfreeze", self.unfreeze),
             web.post("/control/fault", self.fault),
@@ -167,6 +170,14 @@ class Control:
                 "frozen": e.frozen,
             }
         )
+
+    async def sends(self, request: web.Request) -> web.Response:
+        log = self.engine.send_log
+        if log is None:
+            raise BadRequest("start the simulator with --record-sends")
+        rows = list(log)
+        log.clear()
+        return web.json_response({"sends": rows})
 
     async def markets(self, request: web.Request) -> web.Response:
         e, now = self.engine, time.monotonic()

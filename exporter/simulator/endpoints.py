@@ -104,9 +104,33 @@ SIMULATED_MARKETS: Final[tuple[MarketSpec, ...]] = (
 
 USDT_USD_MID: Final = 1.0002
 
+_generated: list[MarketSpec] = []
+
+
+def generated_markets(symbols: int) -> list[MarketSpec]:
+    """Markets for canonical symbols 4..``symbols``: ``G0004/USDT`` on Binance and
+    ``G0004/USD`` on Kraken, ..., for scale benchmarks (the three real assets come first)."""
+    out: list[MarketSpec] = []
+    for i in range(4, symbols + 1):
+        base = f"G{i:04d}"
+        price = 10.0 * (1 + (i * 37) % 97)  # 10..970 USD, deterministic
+        out.append(_b(f"{base}/USDT", 3, 3, "0.001", price))
+        pair = f"{base}USD"
+        out.append(_k(f"{base}/USD", pair, pair, f"{base}/USD", (base, "ZUSD"), 3, price))
+    return out
+
+
+def set_symbols(symbols: int) -> None:
+    """Serve ``max(symbols, 3)`` canonical symbols (default 3: only SIMULATED_MARKETS)."""
+    _generated[:] = generated_markets(symbols)
+
+
+def all_markets() -> tuple[MarketSpec, ...]:
+    return SIMULATED_MARKETS + tuple(_generated)
+
 
 def markets_of(exchange: str) -> tuple[MarketSpec, ...]:
-    return tuple(m for m in SIMULATED_MARKETS if m.exchange == exchange)
+    return tuple(m for m in all_markets() if m.exchange == exchange)
 
 
 def find_market(exchange: str, symbol: str) -> MarketSpec | None:

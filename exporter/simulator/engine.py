@@ -195,6 +195,9 @@ class Engine:
         self.counters = Counters()
         self.started = time.time()
         self._wake = asyncio.Event()
+        # (exchange, symbol, last sequence, wall time) per published update, when enabled
+        # (--record-sends, for latency benchmarks); read and cleared by GET /control/sends.
+        self.send_log: deque[tuple[str, str, int, float]] | None = None
 
     def add_venue(self, venue: Venue) -> None:
         self.venues[venue.name] = venue
@@ -227,6 +230,7 @@ class Engine:
         ops = 2 if self.mode != "random" else 1 + int(world.rng.random() * 4)
         now = time.monotonic()
         firehose = self.mode == "firehose"
+        send_log = self.send_log
         for key in world.market_keys():
             if self.silent(key, now):
                 continue
@@ -241,6 +245,8 @@ class Engine:
             if drop and applied:
                 self.drop_next.discard(key)
                 self.counters.faults[exchange]["drop_update_applied"] += 1
+            if send_log is not None and venue is not None and not drop:
+                send_log.append((exchange, symbol, update.last_seq, time.time()))
 
     def safe_tick(self) -> None:
         """`tick`, but a bug in one step is logged and counted instead of killing the clock."""

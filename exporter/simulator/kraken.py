@@ -160,6 +160,9 @@ class KrakenVenue:
         return self._fault("SystemStatus") or self._ok(body)
 
     async def assets(self, request: web.Request) -> web.Response:
+        assets = dict(ASSETS)
+        for m in self.markets.values():  # generated symbols (--symbols)
+            assets.setdefault(m.base_id, (m.base, 10, 5))
         result = {
             aid: {
                 "aclass": "currency",
@@ -169,7 +172,7 @@ class KrakenVenue:
                 "collateral_value": 1.0,
                 "status": "enabled",
             }
-            for aid, (alt, dec, disp) in ASSETS.items()
+            for aid, (alt, dec, disp) in assets.items()
         }
         return self._fault("Assets") or self._ok(result)
 

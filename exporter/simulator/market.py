@@ -28,7 +28,7 @@ from bisect import bisect_left, insort
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from exporter.simulator.endpoints import SIMULATED_MARKETS, USDT_USD_MID, MarketSpec
+from exporter.simulator.endpoints import USDT_USD_MID, MarketSpec, all_markets
 
 WINDOW_LEVELS = 30  # active window width, in mean level gaps from the touch
 Key = tuple[str, str]  # (exchange, unified symbol)
@@ -145,7 +145,7 @@ class World:
         self.seed = seed
         self.rng = random.Random(seed)
         base_prices: dict[str, float] = {"USDT": USDT_USD_MID}
-        for spec in SIMULATED_MARKETS:
+        for spec in all_markets():
             base_prices.setdefault(spec.base, spec.base_price_usd)
         self.base_usd = base_prices
         self.walks = {
@@ -154,7 +154,7 @@ class World:
         }
         self.dislocations: list[Dislocation] = []
         self.sims: dict[Key, _Sim] = {}
-        for i, spec in enumerate(SIMULATED_MARKETS):
+        for i, spec in enumerate(all_markets()):
             gap = max(1, round(spec.base_price_usd * spec.level_gap_fraction / spec.tick))
             sim = _Sim(spec, Book(spec), Walk(0.00002, 0.05), gap, random.Random(seed * 1000 + i))
             self.sims[(spec.exchange, spec.symbol)] = sim

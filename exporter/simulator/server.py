@@ -18,12 +18,14 @@ import json
 import logging
 import signal
 import sys
+from collections import deque
 from dataclasses import dataclass
 
 from aiohttp import web
 
 from exporter.simulator.binance import BinanceVenue
 from exporter.simulator.control import Control, auto_dislocations
+from exporter.simulator.endpoints import set_symbols
 from exporter.simulator.engine import MODES, Engine, Mode
 from exporter.simulator.kraken import KrakenVenue
 from exporter.simulator.market import World
@@ -48,9 +50,14 @@ def build(
     dislocation_every: float | None = None,
     dislocation_size: float = 0.004,
     dislocation_duration: float = 5.0,
+    symbols: int = 3,
+    record_sends: bool = False,
 ) -> Simulator:
     """Build the app; the engine and background tasks start with the app (on_startup)."""
+    set_symbols(symbols)
     engine = Engine(World(seed), rate=rate, mode=mode)
+    if record_sends:
+        engine.send_log = deque(maxlen=5_000_000)
     binance = BinanceVenue(engine)
     kraken = KrakenVenue(engine)
     engine.add_venue(binance)
@@ -97,9 +104,14 @@ async def serve(
     dislocation_size: float = 0.004,
     dislocation_duration: float = 5.0,
     stop: asyncio.Event | None = None,
+    symbols: int = 3,
+    record_sends: bool = False,
 ) -> None:
     """Serve until `stop` is set (or SIGINT/SIGTERM when `stop` is None)."""
-    sim = build(seed, rate, mode, dislocation_every, dislocation_size, dislocation_duration)
+    sim = build(
+        seed, rate, mode, dislocation_every, dislocation_size, dislocation_duration,
+        symbols, record_sends,
+    )  # fmt: skip
     runner = web.AppRunner(sim.app, handle_signals=False, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port, shutdown_timeout=1.0)
@@ -138,6 +150,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dislocation-every", type=float, default=None, metavar="SECONDS")
     p.add_argument("--dislocation-size", type=float, default=0.004, metavar="FRACTION")
     p.add_argument("--dislocation-duration", type=float, default=5.0, metavar="SECONDS")
+    p.add_argument(
+        "--symbols", type=int, default=3, metavar="N",
+        help="canonical symbols served (>3 adds generated G0004/USDT + G0004/USD ...)",
+    )  # fmt: skip
+    p.add_argument(
+        "--record-sends", action="store_true",
+        help="log each update's publish time for GET /control/sends (latency benchmarks)",
+    )  # fmt: skip
     p.add_argument("--log-level", default="WARNING")
     args = p.parse_args(argv)
     if args.rate <= 0:
@@ -157,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
         args.dislocation_every,
         args.dislocation_size,
         args.dislocation_duration,
+        symbols=args.symbols,
+        record_sends=args.record_sends,
     )
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(coro)

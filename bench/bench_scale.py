@@ -1,0 +1,114 @@
+"""N canonical symbols x 2 exchanges on one core (issue 7, benchmark 3).
+
+    .venv/bin/python bench/bench_scale.py [--symbols 10 50 100 200] [--rate 10] [--measure 10]
+
+For each N the simulator (``--symbols N``, fixed rate ``--rate`` updates/s per market, core 0)
+serves N symbols on Binance and Kraken (+ the USDT/USD conversion book): 2N+1 markets, each with
+its own ccxt client and socket in the exporter (bench/client.py exporter, core 1, Redis on,
+/metrics scraped every second). After every feed is live and a warm-up, over ``--measure``
+seconds: exporter CPU (share of one core), RSS, the simulator's send lag, and the client's
+backlog (messages sent but not yet handled, in seconds of traffic).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+from common import (
+    Client,
+    Redis,
+    Scraper,
+    Sim,
+    cpu_seconds,
+    free_port,
+    median,
+    rss_mb,
+    table,
+    write_results,
+)
+
+
+def measure_n(args: argparse.Namespace, n: int, redis: Redis) -> dict[str, Any]:
+    sim = Sim(args.sim_cpus, n, args.rate)
+    port = free_port()
+    client = Client(
+        args.client_cpus,
+        ["exporter", "--base-url", sim.base_url, "--symbols", str(n), "--redis", redis.url,
+         "--port", str(port)],
+    )  # fmt: skip
+    scraper = None
+    try:
+        t = time.time()
+        client.wait_live(timeout=300)
+        startup = time.time() - t
+        scraper = Scraper(f"http://127.0.0.1:{port}/metrics", 1.0)
+        time.sleep(args.warm)
+        sim.post("/control/counters/reset")
+        r0, c0, t0 = client.report(), cpu_seconds(client.pid), time.time()
+        rss: list[float] = []
+        while time.time() - t0 < args.measure:
+            time.sleep(0.5)
+            rss.append(rss_mb(client.pid))
+        r1, c1, t1 = client.report(), cpu_seconds(client.pid), time.time()
+        counters = sim.counters()
+        sent_rate = sim.sent(counters) / (t1 - t0)
+        handled_rate = (r1["handled"] - r0["handled"]) / max(r1["t"] - r0["t"], 1e-9)
+        # Kraken heartbeats (1/s per socket) are handled but not in messages_sent.
+        backlog = max(0.0, (sent_rate + n + 1 - handled_rate) * args.measure) / max(sent_rate, 1)
+        return {
+            "symbols": n,
+            "markets": 2 * n + 1,
+            "offered_msgs_per_s": round(sent_rate, 1),
+            "cpu_share_of_core": round((c1 - c0) / (t1 - t0), 3),
+            "rss_mb": round(max(rss), 1),
+            "send_lag_max_ms": round(counters["send_lag_seconds"]["max"] * 1000, 1),
+            "backlog_ms": round(backlog * 1000, 1),
+            "live": f"{r1['live']}/{r1['feeds']}",
+            "startup_s": round(startup, 1),
+            "scrape_ms_median": round(median(scraper.times) * 1000, 1) if scraper.times else None,
+            "scrape_bytes": scraper.sizes[-1] if scraper.sizes else None,
+        }
+    finally:
+        if scraper is not None:
+            scraper.stop()
+        client.stop()
+        sim.stop()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--symbols", type=int, nargs="+", default=[10, 50, 100, 200])
+    p.add_argument("--rate", type=float, default=10.0, help="updates/s per market")
+    p.add_argument("--warm", type=float, default=5.0)
+    p.add_argument("--measure", type=float, default=10.0)
+    p.add_argument("--sim-cpus", default="0")
+    p.add_argument("--client-cpus", default="1")
+    args = p.parse_args()
+    started = time.time()
+    redis = Redis()
+    rows, figures = [], []
+    try:
+        for n in args.symbols:
+            f = measure_n(args, n, redis)
+            figures.append(f)
+            ok = f["cpu_share_of_core"] < 0.7 and f["send_lag_max_ms"] + f["backlog_ms"] < 100
+            print(f"  N={n}: {f}", flush=True)
+            rows.append(
+                [n, f["markets"], f["offered_msgs_per_s"], f"{f['cpu_share_of_core']:.0%}",
+                 f["rss_mb"], f["send_lag_max_ms"], f["backlog_ms"], f["scrape_ms_median"],
+                 f["startup_s"], "ok" if ok else "over"]
+            )  # fmt: skip
+    finally:
+        redis.stop()
+    print()
+    headers = ["N", "markets", "msg/s", "CPU", "RSS MB", "send lag ms", "backlog ms",
+               "scrape ms", "startup s", "<70% & <100ms"]  # fmt: skip
+    print(table(headers, rows))
+    path = write_results("scale", {"rate_per_market": args.rate, "runs": figures}, started)
+    print(f"results: {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,175 @@
+"""Benchmark client, started by the bench scripts (pinned with taskset):
+
+    python bench/client.py raw      --base-url URL [--symbols N]
+    python bench/client.py exporter --base-url URL [--symbols N] [--shard I/N] [--redis URL]
+                                    [--port P] [--trace FILE] [--uvloop]
+
+``raw``: a bare ccxt.pro loop (one client per market, like the exporter) that only calls
+``watch_order_book`` and counts ccxt handler calls. ``exporter``: the full exporter (analytics,
+windows, Redis writer, /metrics) on the same markets. Both print one JSON line every 0.1 s:
+``{"t": unix time, "handled": ccxt handler calls so far, "live": markets live, "feeds": markets}``.
+``--trace FILE`` (exporter) records (exchange, market, nonce, time) each time the in-memory
+state first reflects a Binance book, written to FILE at exit (latency benchmark).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import ccxt.pro  # noqa: E402
+
+from exporter.config import Config, parse  # noqa: E402
+from exporter.simulator.endpoints import ccxt_config, generated_markets  # noqa: E402
+
+DEPTH = 100
+
+
+def symbol_map(n: int) -> dict[str, dict[str, str]]:
+    out = {
+        "BTC/USD": {"binance": "BTC/USDT", "kraken": "BTC/USD"},
+        "ETH/USD": {"binance": "ETH/USDT", "kraken": "ETH/USD"},
+        "SOL/USD": {"binance": "SOL/USDT", "kraken": "SOL/USD"},
+    }
+    for spec in generated_markets(n):
+        out.setdefault(spec.canonical, {})[spec.exchange] = spec.symbol
+    return out
+
+
+def make_config(args: argparse.Namespace) -> Config:
+    index, count = (int(x) for x in args.shard.split("/"))
+    data: dict[str, Any] = {
+        "exchanges": {ex: {"ccxt": ccxt_config(ex, args.base_url)} for ex in ("binance", "kraken")},
+        "symbols": symbol_map(args.symbols),
+        "quote_conversion": {"USDT": {"book": {"exchange": "kraken", "market": "USDT/USD"}}},
+        "notionals": [1000, 10000, 50000],
+        "bands": [0.001, 0.005, 0.01],
+        "feeds": {"depth": DEPTH, "stale_after": 10, "frozen_after": 30},
+        "redis": {"url": args.redis, "flush_interval": 0.25},
+        "web": {"listen_address": f"127.0.0.1:{args.port}"},
+        "shard": {"index": index, "count": count},
+    }
+    return parse(data, "bench", environ={})
+
+
+def emit(handled: int, live: int, feeds: int) -> None:
+    row = {"t": time.time(), "handled": handled, "live": live, "feeds": feeds}
+    sys.stdout.write(json.dumps(row) + "\n")
+    sys.stdout.flush()
+
+
+async def reporter(read: Any, interval: float = 0.1) -> None:
+    while True:
+        emit(*read())
+        await asyncio.sleep(interval)
+
+
+async def run_raw(args: argparse.Namespace) -> None:
+    from exporter.sharding import select
+
+    symbols = select(symbol_map(args.symbols), *(int(x) for x in args.shard.split("/")))
+    markets = [(ex, m) for mapping in symbols.values() for ex, m in mapping.items()]
+    markets.append(("kraken", "USDT/USD"))
+    handled = [0]
+    live: set[tuple[str, str]] = set()
+
+    def make(ex: str) -> Any:
+        base = getattr(ccxt.pro, ex)
+
+        class Counting(base):  # type: ignore[misc, valid-type]
+            def handle_message(self, client: Any, message: Any) -> Any:
+                handled[0] += 1
+                return super().handle_message(client, message)
+
+        return Counting(ccxt_config(ex, args.base_url))
+
+    loaded: dict[str, Any] = {}
+    for ex in ("binance", "kraken"):
+        loader = make(ex)
+        await loader.load_markets()
+        loaded[ex] = (loader.markets, loader.currencies)
+        await loader.close()
+
+    async def watch(ex: str, market: str) -> None:
+        client = make(ex)
+        client.set_markets(*loaded[ex])
+        try:
+            while True:
+                await client.watch_order_book(market, DEPTH)
+                live.add((ex, market))
+        finally:
+            await client.close()
+
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(reporter(lambda: (handled[0], len(live), len(markets))))
+        for ex, market in markets:
+            tg.create_task(watch(ex, market))
+
+
+async def run_exporter(args: argparse.Namespace) -> None:
+    from exporter.app import Exporter
+    from exporter.model import BookStatus
+
+    exporter = Exporter(make_config(args))
+    trace: list[tuple[str, str, Any, float]] = []
+    if args.trace:
+
+        def on_published(snap: Any) -> None:
+            if snap.exchange == "binance":
+                trace.append((snap.exchange, snap.market, snap.nonce, time.time()))
+
+        exporter.market.on_published = on_published
+    stats = list(exporter.feed_stats.values())
+
+    def read() -> tuple[int, int, int]:
+        live = sum(1 for s in stats if s.status is BookStatus.LIVE)
+        return sum(s.messages for s in stats), live, len(stats)
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, exporter.stop)
+    task = asyncio.create_task(reporter(read))
+    try:
+        await exporter.run()
+    finally:
+        task.cancel()
+        if args.trace:
+            Path(args.trace).write_text(json.dumps(trace))  # noqa: ASYNC240 (at exit)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("mode", choices=["raw", "exporter"])
+    p.add_argument("--base-url", required=True)
+    p.add_argument("--symbols", type=int, default=3)
+    p.add_argument("--shard", default="0/1", help="INDEX/COUNT")
+    p.add_argument("--redis", default=None)
+    p.add_argument("--port", type=int, default=0)
+    p.add_argument("--trace", default=None)
+    p.add_argument("--uvloop", action="store_true")
+    args = p.parse_args()
+    coro = run_raw(args) if args.mode == "raw" else run_exporter(args)
+    if args.uvloop:
+        import uvloop
+
+        runner: Any = uvloop.run
+    else:
+        runner = asyncio.run
+    with contextlib.suppress(KeyboardInterrupt):
+        if args.mode == "raw":
+            signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        runner(coro)
+
+
+if __name__ == "__main__":
+    main()
