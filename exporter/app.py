@@ -70,6 +70,8 @@ class Exporter:
             backoff_cap=config.feeds.backoff.cap,
             max_price=config.feeds.max_price,
             max_quantity=config.feeds.max_quantity,
+            snapshot_burst=config.feeds.snapshot_burst,
+            snapshots_per_minute=config.feeds.snapshots_per_minute,
         )
         self.exchanges: dict[str, ExchangeFeeds] = {}
         for ex, ex_cfg in config.exchanges.items():
