@@ -70,6 +70,10 @@ def classify(exc: BaseException) -> ErrorReason:
         return ErrorReason.UNKNOWN_SYMBOL
     if isinstance(exc, ccxt_errors.NetworkError):
         return ErrorReason.NETWORK
+    if isinstance(exc, ccxt_errors.BadResponse):
+        return ErrorReason.BAD_VALUE
+    if isinstance(exc, ccxt_errors.ExchangeError | ccxt_errors.OperationFailed):
+        return ErrorReason.NETWORK  # the exchange refused or failed (e.g. HTTP 5xx, code -1000)
     return ErrorReason.BAD_VALUE
 
 
@@ -246,9 +250,8 @@ class _BadBook(ccxt_errors.BadResponse):  # type: ignore[misc]
 
 
 def _retry_after(exc: BaseException, reason: ErrorReason, client: Any) -> float | None:
-    """Seconds the exchange asked us to wait (Retry-After of a 418/429/503 answer)."""
-    if reason is not ErrorReason.RATE_LIMIT and _http_status(exc) not in (418, 429, 503):
-        return None
+    """Seconds the exchange asked us to wait: the Retry-After of the failed REST answer
+    (418/429, also 503). Each attempt uses a fresh client, so the headers are this attempt's."""
     return retry_after_seconds(getattr(client, "last_response_headers", None))
 
 
