@@ -25,6 +25,7 @@ from exporter.market import FeedKey, MarketState
 from exporter.model import BookStatus, CloseReason, label_number
 from exporter.server import HttpServer
 from exporter.state import StateWriter
+from exporter.webconfig import WebConfigFile
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +33,9 @@ TICKER_LEVELS = 10  # top levels per side copied into the Redis ticker
 
 
 class Exporter:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, web_config: WebConfigFile | None = None) -> None:
         self.config = config
+        self.web_config = web_config
         # `_created` samples double the counter series and no dashboard here uses them.
         disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry()
@@ -84,6 +86,8 @@ class Exporter:
         self.server = HttpServer(
             self.registry, self.readiness, config.web.host, config.web.port,
             client_max_size=config.webhook.max_body_bytes,
+            middlewares=[web_config.middleware()] if web_config else None,
+            ssl_context=web_config.server_ssl_context() if web_config else None,
         )  # fmt: skip
         self._stopping = asyncio.Event()
 

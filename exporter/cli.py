@@ -19,6 +19,8 @@ import yaml
 
 from exporter import __version__
 from exporter.config import Config, ConfigError, load, parse
+from exporter.webconfig import WebConfigFile
+from exporter.webconfig import load as load_web_config
 
 log = logging.getLogger("exporter")
 
@@ -41,6 +43,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--config.file", dest="config_file", required=True, help="YAML config")
     run.add_argument(
         "--web.listen-address", dest="listen_address", help="override web.listen_address"
+    )
+    run.add_argument(
+        "--web.config.file",
+        dest="web_config_file",
+        help="TLS and basic auth (Prometheus exporter-toolkit web-config format)",
     )
     _add_common(run)
 
@@ -109,10 +116,10 @@ def _with_listen(config: Config, listen: str | None) -> Config:
     return parse(data, "command line", environ={})
 
 
-async def _serve(config: Config) -> int:
+async def _serve(config: Config, web_config: WebConfigFile | None = None) -> int:
     from exporter.app import Exporter
 
-    exporter = Exporter(config)
+    exporter = Exporter(config, web_config)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, exporter.stop)
@@ -126,10 +133,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     try:
         config = _with_listen(config, args.listen_address)
+        web_config = load_web_config(args.web_config_file) if args.web_config_file else None
     except ConfigError as err:
         print(err, file=sys.stderr)
         return EXIT_CONFIG
-    return asyncio.run(_serve(config))
+    return asyncio.run(_serve(config, web_config))
 
 
 def demo_config(base_url: str, redis_url: str | None, listen: str | None) -> Config:

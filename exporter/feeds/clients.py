@@ -69,7 +69,7 @@ def _guard_client(client: Any, on_frame: FrameHook, on_malformed: ErrorHook) -> 
     client._cryptoarb_guarded = True
 
 
-def _with_single_snapshot_try(config: dict[str, Any]) -> dict[str, Any]:
+def _with_client_defaults(config: dict[str, Any]) -> dict[str, Any]:
     """ccxt retries a failed depth snapshot 3 times back to back (ignoring Retry-After);
     the supervisor retries instead, with backoff and the snapshot budget."""
     config = dict(config)
@@ -77,6 +77,12 @@ def _with_single_snapshot_try(config: dict[str, Any]) -> dict[str, Any]:
     watch = dict(options.get("watchOrderBook") or {})
     watch.setdefault("maxRetries", 1)
     options["watchOrderBook"] = watch
+    # No permessage-deflate by default: market data frames are small, and each compressed
+    # socket allocates ~300 KB of zlib state whose churn on every reconnect fragments the
+    # heap (RSS kept growing in the soak). `options.ws.compress: 15` turns it back on.
+    ws = dict(options.get("ws") or {})
+    ws.setdefault("compress", 0)
+    options["ws"] = ws
     config["options"] = options
     return config
 
@@ -146,7 +152,7 @@ def build_exchange(
     symbol is skipped; a frame with missing fields or bad values is skipped and the pending
     watch rejected, so the supervisor rebuilds the book (it has missed an update)."""
     base = getattr(ccxt.pro, exchange_id)
-    config = _with_single_snapshot_try(config)
+    config = _with_client_defaults(config)
 
     class Guarded(base):  # type: ignore[misc, valid-type]
         _cryptoarb_seen_urls: set[str]
