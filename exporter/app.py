@@ -22,6 +22,7 @@ from exporter.config import Config
 from exporter.feeds.stats import FeedStats, LatencyHistogram
 from exporter.feeds.supervisor import ExchangeFeeds, FeedSettings
 from exporter.market import FeedKey, MarketState
+from exporter.memory import TRIM_INTERVAL, malloc_trimmer
 from exporter.model import BookStatus, CloseReason, label_number
 from exporter.server import HttpServer
 from exporter.state import StateWriter
@@ -187,6 +188,9 @@ class Exporter:
                     ),
                     tg.create_task(self._every(self.config.redis.flush_interval, self.publish)),
                 ]
+                trim = malloc_trimmer()
+                if trim is not None:
+                    timers.append(tg.create_task(self._every(TRIM_INTERVAL, trim)))
                 if started is not None:
                     await started(self)
                 await self._stopping.wait()

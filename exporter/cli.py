@@ -124,6 +124,17 @@ async def _serve(config: Config, web_config: WebConfigFile | None = None) -> int
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, exporter.stop)
     await exporter.run()
+    # Windows are closed and Redis flushed by now. A library task that ignores cancellation
+    # must not keep the process alive (asyncio.run would wait for it forever).
+    others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    for task in others:
+        task.cancel()
+    if others:
+        _done, pending = await asyncio.wait(others, timeout=2.0)
+        if pending:
+            log.warning("exit: %d task(s) ignored cancellation; exiting anyway", len(pending))
+            logging.shutdown()
+            os._exit(0)
     return 0
 
 

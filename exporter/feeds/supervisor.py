@@ -204,12 +204,7 @@ class MarketFeed:
         s = self.settings
         stats = self.stats
         while True:
-            try:
-                book = await asyncio.wait_for(
-                    client.watch_order_book(self.market, s.depth), timeout=s.watch_timeout
-                )
-            except TimeoutError as exc:
-                raise TimeoutError(f"no update for {s.watch_timeout:g}s") from exc
+            book = await _watch_once(client, self.market, s.depth, s.watch_timeout)
             poisoned = getattr(client, "cryptoarb_malformed", None)
             if poisoned is not None:
                 # A frame was skipped: the book may miss an update, so rebuild it.
@@ -243,6 +238,27 @@ class MarketFeed:
                 stats.status = BookStatus.CROSSED if snap.crossed else BookStatus.LIVE
                 self._backoff.reset()
             self._on_book(snap)
+
+
+async def _watch_once(client: Any, market: str, depth: int, timeout: float) -> Any:
+    """``watch_order_book`` with a timeout that never waits on ccxt: ``asyncio.wait_for``
+    waits for the inner call to finish after cancelling it, and a ccxt future that ignores
+    cancellation would hang the feed (and shutdown) forever."""
+    task = asyncio.ensure_future(client.watch_order_book(market, depth))
+    try:
+        done, _ = await asyncio.wait({task}, timeout=timeout)
+    except BaseException:
+        _abandon(task)
+        raise
+    if not done:
+        _abandon(task)
+        raise TimeoutError(f"no update for {timeout:g}s")
+    return task.result()
+
+
+def _abandon(task: asyncio.Future[Any]) -> None:
+    task.cancel()
+    task.add_done_callback(_consume)
 
 
 class _BadBook(ccxt_errors.BadResponse):  # type: ignore[misc]
@@ -279,7 +295,7 @@ async def _close_quietly(client: Any, timeout: float = 2.0) -> None:
         task.cancel()
 
 
-def _consume(task: asyncio.Task[Any]) -> None:
+def _consume(task: asyncio.Future[Any]) -> None:
     if not task.cancelled():
         task.exception()
 
