@@ -152,6 +152,9 @@ def retry_after_seconds(headers: Any, now: float | None = None) -> float | None:
     return max(0.0, seconds)
 
 
+_EPS = 1e-9  # float slack: waiting exactly delay() must make a token available
+
+
 class SnapshotBudget:
     """Token bucket: ``burst`` tokens, refilled at ``per_minute`` per minute. At most
     ``burst + per_minute * T / 60`` (re)subscriptions in any window of T seconds."""
@@ -175,12 +178,12 @@ class SnapshotBudget:
     def delay(self) -> float:
         """Seconds until a token is available (0 when one is available now)."""
         self._refill()
-        if self._tokens >= 1.0:
+        if self._tokens >= 1.0 - _EPS:
             return 0.0
         return (1.0 - self._tokens) / self.rate
 
     def take(self) -> None:
         self._refill()
-        if self._tokens < 1.0:
+        if self._tokens < 1.0 - _EPS:
             raise RuntimeError("no snapshot token: call delay() and wait first")
-        self._tokens -= 1.0
+        self._tokens = max(0.0, self._tokens - 1.0)
