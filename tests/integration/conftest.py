@@ -1,5 +1,5 @@
 """Print the fault-matrix recovery table at the end of the run (and write it as JSON when
-``CRYPTOARB_RECOVERY_OUT`` names a file)."""
+``FAULT_RECOVERY_OUT`` names a file)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     width = max(len(r.fault) for r in RECOVERY)
     for r in RECOVERY:
         tr.write_line(f"{r.fault:<{width}}  {r.seconds:7.2f}  {r.detail}")
-    out = os.environ.get("CRYPTOARB_RECOVERY_OUT")
+    out = os.environ.get("FAULT_RECOVERY_OUT")
     if out:
         rows = [{"fault": r.fault, "seconds": round(r.seconds, 2), "detail": r.detail}
                 for r in RECOVERY]  # fmt: skip

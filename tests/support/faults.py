@@ -2,7 +2,7 @@
 that a book that is not live yields no exported opportunity and no open window.
 
 Recovery times are collected in ``RECOVERY`` and printed at the end of the run (see
-tests/integration/conftest.py); ``CRYPTOARB_RECOVERY_OUT=path.json`` also writes them.
+tests/integration/conftest.py); ``FAULT_RECOVERY_OUT=path.json`` also writes them.
 """
 
 from __future__ import annotations
