@@ -130,6 +130,8 @@ async def scrape(session: aiohttp.ClientSession, url: str) -> dict[str, Any]:
 
 
 async def soak(args: argparse.Namespace) -> dict[str, Any]:
+    commit = _git("rev-parse", "HEAD")  # what the exporter process runs
+    dirty = bool(_git("status", "--porcelain", "--untracked-files=no", "--", "exporter"))
     sim = SimulatorProcess(["--mode", "fixed_rate", "--rate", str(args.rate), "--seed", "5"])
     redis_proc = RedisProcess()
     tmp = tempfile.TemporaryDirectory(prefix="cryptoarb-soak-")
@@ -237,8 +239,8 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
     growth = rows[-1]["rss_mib"] - rows[first - 1]["rss_mib"] if rows else None
     return {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "commit": _git("rev-parse", "HEAD"),
-        "dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+        "commit": commit,
+        "dirty": dirty,  # uncommitted changes under exporter/ when the run started
         "machine": {
             "platform": platform.platform(),
             "python": platform.python_version(),
