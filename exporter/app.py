@@ -25,10 +25,12 @@ from exporter.feeds.stats import FeedStats, LatencyHistogram
 from exporter.feeds.supervisor import ExchangeFeeds, FeedSettings
 from exporter.intelligence import Intelligence, IntelligenceCollector
 from exporter.market import FeedKey, MarketState
+from exporter.memory import TRIM_INTERVAL, malloc_trimmer
 from exporter.model import BookSnapshot, BookStatus, CloseReason, label_number
 from exporter.server import HttpServer
 from exporter.sharding import apply_shard
 from exporter.state import StateWriter
+from exporter.webconfig import WebConfigFile
 from exporter.webhook import AlertWebhook
 
 log = logging.getLogger(__name__)
@@ -37,11 +39,12 @@ TICKER_LEVELS = 10  # top levels per side copied into the Redis ticker
 
 
 class Exporter:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, web_config: WebConfigFile | None = None) -> None:
         config = apply_shard(config)  # this process's symbols only (`shard: {index, count}`)
         if not config.symbols:
             log.warning("shard %d/%d owns no symbol", config.shard.index, config.shard.count)
         self.config = config
+        self.web_config = web_config
         # `_created` samples double the counter series and no dashboard here uses them.
         disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry()
@@ -79,6 +82,8 @@ class Exporter:
             backoff_cap=config.feeds.backoff.cap,
             max_price=config.feeds.max_price,
             max_quantity=config.feeds.max_quantity,
+            snapshot_burst=config.feeds.snapshot_burst,
+            snapshots_per_minute=config.feeds.snapshots_per_minute,
         )
         self.exchanges: dict[str, ExchangeFeeds] = {}
         for ex, ex_cfg in config.exchanges.items():
@@ -94,6 +99,8 @@ class Exporter:
             self.registry, self.readiness, config.web.host, config.web.port,
             extra_routes=api_routes(config, self.market, self.intel, self.writer),
             client_max_size=config.webhook.max_body_bytes,
+            middlewares=[web_config.middleware()] if web_config else None,
+            ssl_context=web_config.server_ssl_context() if web_config else None,
         )  # fmt: skip
         self.webhook = AlertWebhook(config.webhook, self.writer)
         self.server.app.add_routes(self.webhook.routes())
@@ -209,6 +216,9 @@ class Exporter:
                     tg.create_task(self.intel.run(), name="intelligence"),
                     tg.create_task(self._freeze_heap_after_startup()),
                 ]
+                trim = malloc_trimmer()
+                if trim is not None:
+                    timers.append(tg.create_task(self._every(TRIM_INTERVAL, trim)))
                 if started is not None:
                     await started(self)
                 await self._stopping.wait()

@@ -22,6 +22,8 @@ import yaml
 
 from exporter import __version__
 from exporter.config import Config, ConfigError, load, parse
+from exporter.webconfig import WebConfigFile
+from exporter.webconfig import load as load_web_config
 from exporter.status import add_parser as add_status_parser
 from exporter.status import run as cmd_status
 
@@ -49,6 +51,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--config.file", dest="config_file", required=True, help="YAML config")
     run.add_argument(
         "--web.listen-address", dest="listen_address", help="override web.listen_address"
+    )
+    run.add_argument(
+        "--web.config.file",
+        dest="web_config_file",
+        help="TLS and basic auth (Prometheus exporter-toolkit web-config format)",
     )
     _add_common(run)
 
@@ -122,14 +129,25 @@ def _with_listen(config: Config, listen: str | None) -> Config:
     return parse(data, "command line", environ={})
 
 
-async def _serve(config: Config) -> int:
+async def _serve(config: Config, web_config: WebConfigFile | None = None) -> int:
     from exporter.app import Exporter
 
-    exporter = Exporter(config)
+    exporter = Exporter(config, web_config)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, exporter.stop)
     await exporter.run()
+    # Windows are closed and Redis flushed by now. A library task that ignores cancellation
+    # must not keep the process alive (asyncio.run would wait for it forever).
+    others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    for task in others:
+        task.cancel()
+    if others:
+        _done, pending = await asyncio.wait(others, timeout=2.0)
+        if pending:
+            log.warning("exit: %d task(s) ignored cancellation; exiting anyway", len(pending))
+            logging.shutdown()
+            os._exit(0)
     return 0
 
 
@@ -139,10 +157,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     try:
         config = _with_listen(config, args.listen_address)
+        web_config = load_web_config(args.web_config_file) if args.web_config_file else None
     except ConfigError as err:
         print(err, file=sys.stderr)
         return EXIT_CONFIG
-    return asyncio.run(_serve(config))
+    return asyncio.run(_serve(config, web_config))
 
 
 def demo_config(

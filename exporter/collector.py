@@ -194,7 +194,7 @@ class MarketCollector(Collector):
         notionals = [(n, label_number(n)) for n in m.config.notionals]
         for key in m.pair_keys():
             labels = list(key)
-            result = m.pairs.get(key)
+            result = m.live_pair(key)
             if result is None:
                 for _, nl_ in notionals:
                     fillable.add_metric([*labels, nl_], 0.0)

@@ -97,6 +97,9 @@ class FeedsConfig(_Strict):
     # Prices/quantities beyond these bounds are rejected as `bad_value`.
     max_price: float = Field(default=1e9, gt=0)
     max_quantity: float = Field(default=1e12, gt=0)
+    # Per-market budget of (re)subscriptions (each costs a depth snapshot): a token bucket.
+    snapshot_burst: int = Field(default=4, ge=1, le=100)
+    snapshots_per_minute: float = Field(default=8.0, gt=0, le=600)
 
     @property
     def sweep_interval(self) -> float:

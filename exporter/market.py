@@ -70,6 +70,7 @@ class MarketState:
         self.conversion: dict[FeedKey, BookSnapshot] = {}
         self.pairs: dict[PairKey, PairResult] = {}
         self.dirty_books: set[BookKey] = set()
+        self._stale: set[FeedKey] = set()  # feeds seen stale by the last sweep
         self.windows = WindowTracker(
             config.windows.open_threshold,
             config.windows.close_threshold,
@@ -240,8 +241,15 @@ class MarketState:
         )
         if buy is None or sell is None or not skew_ok:
             self.pairs.pop(key, None)
+            # A book that is not live closes windows with its own reason (stale, crossed,
+            # feed_down), not as if the opportunity had merely vanished.
+            reason = self._not_live_reason(symbol, (a, b), now)
             for n in self.config.notionals:
-                self.windows.observe((symbol, a, b, n), None, None, now_wall)
+                wkey = (symbol, a, b, n)
+                if reason is not None and wkey in self.windows.open:
+                    self.windows.close(wkey, reason, now_wall)
+                else:
+                    self.windows.observe(wkey, None, None, now_wall)
             return
         result = evaluate_pair(
             symbol,
@@ -260,17 +268,56 @@ class MarketState:
                 (symbol, a, b, fill.notional), fill.net_roi, fill.net_profit, now_wall
             )
 
+    def _not_live_reason(
+        self, symbol: str, exchanges: tuple[str, str], now: float
+    ) -> CloseReason | None:
+        for ex in exchanges:
+            market = self.symbols[symbol][ex]
+            st = self.status(ex, market, now)
+            if st is not BookStatus.LIVE:
+                return _CLOSE_REASON.get(st, CloseReason.FEED_DOWN)
+            ref = self._conversion_ref(symbol, market)
+            if ref is not None and self.status(*ref, now=now) is not BookStatus.LIVE:
+                return CloseReason.STALE
+        return None
+
     def _transfer_cost(self, buy_exchange: str, symbol: str) -> float:
         if self.config.execution.model != "transfer":
             return 0.0
         base = self.symbols[symbol][buy_exchange].split("/")[0]
         return self.config.exchanges[buy_exchange].withdrawal_fees.get(base, 0.0)
 
+    def live_pair(self, key: PairKey, now: float | None = None) -> PairResult | None:
+        """The pair's result only while both books (and their conversion books) are live:
+        what readers export, so a book that just went down yields nothing even before the
+        next sweep."""
+        result = self.pairs.get(key)
+        if result is None:
+            return None
+        now = self._clock() if now is None else now
+        symbol, a, b = key
+        for ex in (a, b):
+            market = self.symbols[symbol][ex]
+            if self.status(ex, market, now) is not BookStatus.LIVE:
+                return None
+            ref = self._conversion_ref(symbol, market)
+            if ref is not None and self.status(*ref, now=now) is not BookStatus.LIVE:
+                return None
+        return result
+
     # -- timer -------------------------------------------------------------------------
     def sweep(self) -> None:
         """Apply staleness/frozen/feed loss: drop pairs and close windows of non-live books."""
         now = self._clock()
         wall = time.time()
+        for feed, stats in self.feeds.items():
+            # Count each live -> stale (or frozen) transition once.
+            stale = self.status(*feed, now=now) is BookStatus.STALE
+            if stale and feed not in self._stale:
+                stats.errors[ErrorReason.STALE] += 1
+                self._stale.add(feed)
+            elif not stale:
+                self._stale.discard(feed)
         for symbol, mapping in self.symbols.items():
             for ex, market in mapping.items():
                 st = self.status(ex, market, now)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import logging
+import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -59,12 +60,17 @@ class HttpServer:
         port: int,
         extra_routes: list[web.RouteDef] | None = None,
         client_max_size: int = 1 << 20,
+        middlewares: list[Any] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.registry = registry
         self.exposition = Exposition(registry)  # same bytes as generate_latest, faster
         self._ready = ready
         self.host, self.port = host, port
-        self.app = web.Application(middlewares=[error_middleware], client_max_size=client_max_size)
+        self.ssl_context = ssl_context
+        self.app = web.Application(
+            middlewares=[error_middleware, *(middlewares or [])], client_max_size=client_max_size
+        )
         routes = [
             web.get("/", self.landing),
             web.get("/metrics", self.metrics),
@@ -109,12 +115,15 @@ class HttpServer:
             self.app, access_log=None, handle_signals=False, shutdown_timeout=2.0
         )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
+        site = web.TCPSite(
+            self._runner, self.host, self.port, reuse_address=True, ssl_context=self.ssl_context
+        )
         await site.start()
         server = site._server
         sockets = getattr(server, "sockets", None) or []
         self.bound_port = sockets[0].getsockname()[1] if sockets else self.port
-        log.info("listening on http://%s:%s", self.host, self.bound_port)
+        scheme = "https" if self.ssl_context else "http"
+        log.info("listening on %s://%s:%s", scheme, self.host, self.bound_port)
 
     async def stop(self) -> None:
         if self._runner is not None:

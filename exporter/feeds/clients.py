@@ -19,15 +19,37 @@ from typing import Any
 import ccxt.pro
 from ccxt.base.errors import ChecksumError, NetworkError
 
+from exporter.feeds.guard import FrameCheck, frame_check
+from exporter.model import ErrorReason
+
 log = logging.getLogger(__name__)
 
 
-class MalformedFrame(NetworkError):  # type: ignore[misc]
+class FrameRejected(NetworkError):  # type: ignore[misc]
+    """A frame was skipped (counted where it was caught); the book is rebuilt."""
+
+    reason = ErrorReason.MALFORMED_FRAME
+
+
+class MalformedFrame(FrameRejected):
     """A frame ccxt could not handle; the client is rebuilt."""
+
+
+class BadValueFrame(FrameRejected):
+    """A frame with NaN/inf/negative/out-of-bound prices or quantities."""
+
+    reason = ErrorReason.BAD_VALUE
+
+
+class SocketLost(NetworkError):  # type: ignore[misc]
+    """ccxt is about to reopen a socket it lost between two watches: go through the
+    supervisor (backoff, snapshot budget) instead."""
 
 
 FrameHook = Callable[[], None]
 ErrorHook = Callable[[BaseException], None]
+# (reason, detail) of a frame the input checks refused
+RejectHook = Callable[[ErrorReason, str], None]
 
 
 def _guard_client(client: Any, on_frame: FrameHook, on_malformed: ErrorHook) -> None:
@@ -45,6 +67,24 @@ def _guard_client(client: Any, on_frame: FrameHook, on_malformed: ErrorHook) -> 
 
     client.handle_text_or_binary_message = guarded
     client._cryptoarb_guarded = True
+
+
+def _with_client_defaults(config: dict[str, Any]) -> dict[str, Any]:
+    """ccxt retries a failed depth snapshot 3 times back to back (ignoring Retry-After);
+    the supervisor retries instead, with backoff and the snapshot budget."""
+    config = dict(config)
+    options = dict(config.get("options") or {})
+    watch = dict(options.get("watchOrderBook") or {})
+    watch.setdefault("maxRetries", 1)
+    options["watchOrderBook"] = watch
+    # No permessage-deflate by default: market data frames are small, and each compressed
+    # socket allocates ~300 KB of zlib state whose churn on every reconnect fragments the
+    # heap (RSS kept growing in the soak). `options.ws.compress: 15` turns it back on.
+    ws = dict(options.get("ws") or {})
+    ws.setdefault("compress", 0)
+    options["ws"] = ws
+    config["options"] = options
+    return config
 
 
 def kraken_checksum_payload(
@@ -102,25 +142,50 @@ def build_exchange(
     *,
     on_frame: FrameHook,
     on_malformed: ErrorHook,
-    on_reconnect: Callable[[], None] | None = None,
+    on_rejected: RejectHook | None = None,
+    max_price: float = 1e9,
+    max_quantity: float = 1e12,
 ) -> Any:
-    """Instantiate a guarded ccxt.pro client for one market."""
+    """Instantiate a guarded ccxt.pro client for one market.
+
+    Frames are checked before ccxt applies them (:mod:`exporter.feeds.guard`): an unknown
+    symbol is skipped; a frame with missing fields or bad values is skipped and the pending
+    watch rejected, so the supervisor rebuilds the book (it has missed an update)."""
     base = getattr(ccxt.pro, exchange_id)
+    config = _with_client_defaults(config)
 
     class Guarded(base):  # type: ignore[misc, valid-type]
         _cryptoarb_seen_urls: set[str]
+        _cryptoarb_check: FrameCheck | None = None
 
         def client(self, url: str) -> Any:
             fresh = url not in (self.clients or {})
-            c = super().client(url)
             if fresh:
                 seen = self.__dict__.setdefault("_cryptoarb_seen_urls", set())
-                if url in seen and on_reconnect is not None:
-                    # ccxt silently reopened a socket it lost between two watches.
-                    on_reconnect()
+                if url in seen:
+                    # ccxt would silently reopen a socket it lost between two watches.
+                    raise SocketLost(f"socket to {url} was lost")
                 seen.add(url)
+            c = super().client(url)
             _guard_client(c, on_frame, on_malformed)
             return c
+
+        def handle_message(self, client: Any, message: Any) -> Any:
+            check = self._cryptoarb_check
+            if check is None:
+                check = frame_check(exchange_id, self, max_price, max_quantity)
+                self._cryptoarb_check = check or (lambda _m: None)
+            problem = check(message) if check is not None else None
+            if problem is None:
+                return super().handle_message(client, message)
+            reason, detail = problem
+            if on_rejected is not None:
+                on_rejected(reason, detail)
+            if reason is ErrorReason.UNKNOWN_SYMBOL:
+                return None  # not our book: skipping it loses nothing
+            exc_type = BadValueFrame if reason is ErrorReason.BAD_VALUE else MalformedFrame
+            client.reject(exc_type(f"{reason}: {detail}"))
+            return None
 
     if exchange_id == "kraken":
 

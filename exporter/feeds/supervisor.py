@@ -20,7 +20,8 @@ from typing import Any
 import ccxt.pro
 from ccxt.base import errors as ccxt_errors
 
-from exporter.feeds.clients import MalformedFrame, build_exchange
+from exporter.feeds.clients import FrameRejected, MalformedFrame, build_exchange
+from exporter.feeds.guard import SnapshotBudget, retry_after_seconds
 from exporter.feeds.stats import FeedStats, LatencyHistogram, RateLimitedLog
 from exporter.model import BookSnapshot, BookStatus, ErrorReason
 
@@ -46,12 +47,17 @@ class FeedSettings:
     backoff_cap: float
     max_price: float = 1e9
     max_quantity: float = 1e12
+    # Per-market budget of (re)subscriptions, each of which costs a depth snapshot.
+    snapshot_burst: int = 4
+    snapshots_per_minute: float = 8.0
+    # Longest Retry-After honoured (a longer one is clamped, and logged).
+    retry_after_max: float = 600.0
 
 
 def classify(exc: BaseException) -> ErrorReason:
     """Map a ccxt (or asyncio) error to the fixed reason label set."""
-    if isinstance(exc, MalformedFrame):
-        return ErrorReason.MALFORMED_FRAME
+    if isinstance(exc, FrameRejected):
+        return exc.reason
     if isinstance(exc, ccxt_errors.ChecksumError):
         return ErrorReason.CHECKSUM
     if isinstance(exc, ccxt_errors.InvalidNonce):
@@ -64,6 +70,10 @@ def classify(exc: BaseException) -> ErrorReason:
         return ErrorReason.UNKNOWN_SYMBOL
     if isinstance(exc, ccxt_errors.NetworkError):
         return ErrorReason.NETWORK
+    if isinstance(exc, ccxt_errors.BadResponse):
+        return ErrorReason.BAD_VALUE
+    if isinstance(exc, ccxt_errors.ExchangeError | ccxt_errors.OperationFailed):
+        return ErrorReason.NETWORK  # the exchange refused or failed (e.g. HTTP 5xx, code -1000)
     return ErrorReason.BAD_VALUE
 
 
@@ -113,6 +123,20 @@ def copy_levels(
     return tuple(zip(prices, qtys, strict=True))
 
 
+class RestGate:
+    """Exchange-wide pause after a rate-limit answer: a Retry-After (or a 418 ban) is about
+    the IP, so every market of the exchange waits, not just the one that was refused."""
+
+    def __init__(self) -> None:
+        self.not_before = 0.0  # monotonic
+
+    def hold(self, seconds: float) -> None:
+        self.not_before = max(self.not_before, time.monotonic() + seconds)
+
+    def delay(self) -> float:
+        return max(0.0, self.not_before - time.monotonic())
+
+
 class MarketFeed:
     """Watches one market forever; owned by the ExchangeFeeds task group."""
 
@@ -126,6 +150,7 @@ class MarketFeed:
         make_client: Callable[[FeedStats], Any],
         on_book: BookHandler,
         warn: RateLimitedLog,
+        gate: RestGate | None = None,
     ) -> None:
         self.exchange_id = exchange_id
         self.market = market
@@ -136,6 +161,8 @@ class MarketFeed:
         self._on_book = on_book
         self._warn = warn
         self._backoff = Backoff(settings.backoff_base, settings.backoff_cap)
+        self.budget = SnapshotBudget(settings.snapshot_burst, settings.snapshots_per_minute)
+        self.gate = gate or RestGate()
 
     def _error(self, reason: ErrorReason, exc: BaseException | str, count: bool = True) -> None:
         if count:
@@ -145,9 +172,19 @@ class MarketFeed:
             (self.exchange_id, reason), "%s %s: %s (%s)", self.exchange_id, self.market, reason, exc
         )
 
+    async def _wait_for_budget(self) -> None:
+        """Wait for the exchange-wide Retry-After and for a snapshot token."""
+        while True:
+            wait = max(self.gate.delay(), self.budget.delay())
+            if wait <= 0:
+                self.budget.take()
+                return
+            await asyncio.sleep(wait)
+
     async def run(self) -> None:
         first = True
         while True:
+            await self._wait_for_budget()
             client = self._make_client(self.stats)
             retry_after: float | None = None
             try:
@@ -166,31 +203,28 @@ class MarketFeed:
                 return
             except Exception as exc:
                 reason = classify(exc)
-                # Malformed frames are counted where they are caught (clients.py).
-                self._error(reason, exc, count=reason is not ErrorReason.MALFORMED_FRAME)
+                # Rejected frames are counted where they are caught (clients.py).
+                self._error(reason, exc, count=not isinstance(exc, FrameRejected))
                 if reason in (ErrorReason.CHECKSUM, ErrorReason.SEQUENCE_GAP):
                     self.stats.resyncs += 1
                     self.stats.status = BookStatus.RESYNCING
                 else:
                     self.stats.status = BookStatus.DOWN
-                retry_after = _retry_after(client)
+                retry_after = _retry_after(exc, reason, client)
             finally:
                 await _close_quietly(client)
             delay = self._backoff.next_delay()
             if retry_after is not None:
-                delay = max(delay, min(retry_after, self.settings.backoff_cap))
+                honoured = min(retry_after, self.settings.retry_after_max)
+                self.gate.hold(honoured)
+                delay = max(delay, honoured)
             await asyncio.sleep(delay)
 
     async def _watch(self, client: Any) -> None:
         s = self.settings
         stats = self.stats
         while True:
-            try:
-                book = await asyncio.wait_for(
-                    client.watch_order_book(self.market, s.depth), timeout=s.watch_timeout
-                )
-            except TimeoutError as exc:
-                raise TimeoutError(f"no update for {s.watch_timeout:g}s") from exc
+            book = await _watch_once(client, self.market, s.depth, s.watch_timeout)
             poisoned = getattr(client, "cryptoarb_malformed", None)
             if poisoned is not None:
                 # A frame was skipped: the book may miss an update, so rebuild it.
@@ -226,13 +260,43 @@ class MarketFeed:
             self._on_book(snap)
 
 
+async def _watch_once(client: Any, market: str, depth: int, timeout: float) -> Any:
+    """``watch_order_book`` with a timeout that never waits on ccxt: ``asyncio.wait_for``
+    waits for the inner call to finish after cancelling it, and a ccxt future that ignores
+    cancellation would hang the feed (and shutdown) forever."""
+    task = asyncio.ensure_future(client.watch_order_book(market, depth))
+    try:
+        done, _ = await asyncio.wait({task}, timeout=timeout)
+    except BaseException:
+        _abandon(task)
+        raise
+    if not done:
+        _abandon(task)
+        raise TimeoutError(f"no update for {timeout:g}s")
+    return task.result()
+
+
+def _abandon(task: asyncio.Future[Any]) -> None:
+    task.cancel()
+    task.add_done_callback(_consume)
+
+
 class _BadBook(ccxt_errors.BadResponse):  # type: ignore[misc]
     pass
 
 
-def _retry_after(client: Any) -> float | None:
-    value = getattr(client, "last_retry_after", None)
-    return float(value) if isinstance(value, int | float) else None
+def _retry_after(exc: BaseException, reason: ErrorReason, client: Any) -> float | None:
+    """Seconds the exchange asked us to wait: the Retry-After of the failed REST answer
+    (418/429, also 503). Each attempt uses a fresh client, so the headers are this attempt's."""
+    return retry_after_seconds(getattr(client, "last_response_headers", None))
+
+
+def _http_status(exc: BaseException) -> int | None:
+    """The HTTP status ccxt put in a REST error message ("binance 429 ..."), if any."""
+    for word in str(exc).split()[:3]:
+        if word.isdigit() and len(word) == 3:
+            return int(word)
+    return None
 
 
 _closing: set[asyncio.Task[Any]] = set()
@@ -251,7 +315,7 @@ async def _close_quietly(client: Any, timeout: float = 2.0) -> None:
         task.cancel()
 
 
-def _consume(task: asyncio.Task[Any]) -> None:
+def _consume(task: asyncio.Future[Any]) -> None:
     if not task.cancelled():
         task.exception()
 
@@ -279,6 +343,7 @@ class ExchangeFeeds:
         self._markets: Any = None
         self._currencies: Any = None
         self._warn = RateLimitedLog(log)
+        self.gate = RestGate()
 
     def _client_config(self) -> dict[str, Any]:
         config = dict(self.ccxt_config)
@@ -289,6 +354,7 @@ class ExchangeFeeds:
         backoff = Backoff(self.settings.backoff_base, self.settings.backoff_cap)
         while True:
             loader = getattr(ccxt.pro, self.exchange_id)(self._client_config())
+            retry_after: float | None = None
             try:
                 await loader.load_markets()
                 self._markets, self._currencies = loader.markets, loader.currencies
@@ -306,9 +372,15 @@ class ExchangeFeeds:
                     self.exchange_id,
                     exc,
                 )
+                retry_after = _retry_after(exc, reason, loader)
             finally:
                 await _close_quietly(loader)
-            await asyncio.sleep(backoff.next_delay())
+            delay = backoff.next_delay()
+            if retry_after is not None:
+                honoured = min(retry_after, self.settings.retry_after_max)
+                self.gate.hold(honoured)
+                delay = max(delay, honoured)
+            await asyncio.sleep(delay)
         for market, stats in self.stats.items():
             m = self._markets.get(market)
             if m is None:
@@ -341,9 +413,16 @@ class ExchangeFeeds:
                 exc,
             )
 
-        def on_reconnect() -> None:
-            stats.reconnects += 1
-            stats.errors[ErrorReason.NETWORK] += 1
+        def on_rejected(reason: ErrorReason, detail: str) -> None:
+            stats.errors[reason] += 1
+            self._warn.warning(
+                (self.exchange_id, reason),
+                "%s %s: frame skipped: %s: %s",
+                self.exchange_id,
+                stats.market,
+                reason,
+                detail,
+            )
 
         client: Any = None
         client = build_exchange(
@@ -351,7 +430,9 @@ class ExchangeFeeds:
             self._client_config(),
             on_frame=on_frame,
             on_malformed=on_malformed,
-            on_reconnect=on_reconnect,
+            on_rejected=on_rejected,
+            max_price=self.settings.max_price,
+            max_quantity=self.settings.max_quantity,
         )
         client.set_markets(self._markets, self._currencies)
         return client
@@ -371,5 +452,6 @@ class ExchangeFeeds:
                     self._make_client,
                     self.on_book,
                     self._warn,
+                    self.gate,
                 )
                 tg.create_task(feed.run(), name=f"feed:{self.exchange_id}:{market}")

@@ -42,7 +42,11 @@ Write (POST, JSON body; every answer has ``"ok": true``):
   5; pings still answered), ``malformed_frame`` (one bad frame; ``variant``: ``crash``
   (default), ``garbage`` (Binance), ``not_json``), ``rest_error`` (next ``count`` (1) REST
   requests of ``endpoint`` (``depth``, ``exchangeInfo``, ``Assets``, ``AssetPairs``,
-  ``Depth``... or ``*``) answer HTTP ``status`` (429) with optional ``retry_after`` seconds).
+  ``Depth``... or ``*``) answer HTTP ``status`` (429) with optional ``retry_after`` seconds),
+  ``crossed`` (a bid above the best ask is published, then the market is silent for
+  ``seconds`` (2); the next step uncrosses it), ``frozen`` (for ``seconds`` (5) each step re-sends
+  the best bid unchanged: Binance keeps streaming diffs, sequence advancing, while the book
+  stands still; Kraken sends no diff when nothing changed, so it goes quiet).
   Answer: ``{"ok":true,"kind","affected"}`` (sockets or markets touched).
 - ``/control/market/stop`` | ``/control/market/start`` ``{"exchange","market"}``: the market's
   book stops changing and its stream goes silent (subscriptions stay) / resumes.
@@ -69,7 +73,7 @@ from exporter.simulator.market import Key
 
 FAULT_KINDS = (
     "close", "abort", "sequence_gap", "drop_update", "bad_checksum", "stall", "malformed_frame",
-    "rest_error",
+    "rest_error", "crossed", "frozen",
 )  # fmt: skip
 
 
@@ -305,6 +309,21 @@ class Control:
             if variant not in ("crash", "garbage", "not_json"):
                 raise BadRequest("variant must be crash, garbage or not_json")
             affected = venue.malformed(symbol, variant)
+        elif kind == "crossed":
+            seconds = _num(body, "seconds", 2.0)
+            keys = self._keys(exchange, market)
+            until = time.monotonic() + seconds
+            for key in keys:
+                venue.publish(key[1], e.world.cross(key))
+                e.stalled_until[key] = until  # stays crossed until the next step
+            affected = len(keys)
+        elif kind == "frozen":
+            seconds = _num(body, "seconds", 5.0)
+            keys = self._keys(exchange, market)
+            until = time.monotonic() + seconds
+            for key in keys:
+                e.frozen_until[key] = until
+            affected = len(keys)
         else:  # rest_error
             status = int(_num(body, "status", 429))
             if not 400 <= status <= 599:

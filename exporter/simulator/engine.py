@@ -190,6 +190,8 @@ class Engine:
         self.stopped: set[Key] = set()
         self.stalled_until: dict[Key, float] = {}
         self.drop_next: set[Key] = set()
+        # key -> monotonic end of a `frozen` fault: updates flow but change nothing
+        self.frozen_until: dict[Key, float] = {}
         self.rest_faults: dict[str, list[RestFault]] = defaultdict(list)
         self.venues: dict[str, Venue] = {}
         self.counters = Counters()
@@ -238,7 +240,11 @@ class Engine:
             venue = self.venues.get(exchange)
             if firehose and (venue is None or not venue.subscribed(symbol)):
                 continue  # firehose spends the CPU on watched markets only
-            update = world.step(key, ops)
+            if self.frozen_until.get(key, 0.0) > now:
+                update = world.step_same(key)
+            else:
+                self.frozen_until.pop(key, None)
+                update = world.step(key, ops)
             self.counters.steps[exchange][symbol] += 1
             drop = key in self.drop_next
             applied = venue.publish(symbol, update, drop) if venue is not None else True

@@ -210,6 +210,30 @@ class World:
         """Burn `n` sequence numbers without changing the book (a gap on the wire)."""
         self.sims[key].book.seq += n
 
+    def cross(self, key: Key) -> BookUpdate:
+        """Insert a bid above the best ask (a crossed book); the next `step` sweeps it."""
+        sim = self.sims[key]
+        book = sim.book
+        ask = book.best_ask()
+        price = (ask if ask is not None else (book.best_bid() or 1)) + max(1, sim.gap_ticks)
+        qty = self._qty(sim, price)
+        book.set(True, price, qty)
+        first = book.seq + 1
+        book.seq += 1
+        book.ts_ms = int(time.time() * 1000)
+        return BookUpdate({price: qty}, {}, first, book.seq, book.ts_ms)
+
+    def step_same(self, key: Key) -> BookUpdate:
+        """Re-send the best bid with its current quantity: the stream keeps flowing (sequence
+        advances) but the book does not change (a frozen book)."""
+        book = self.sims[key].book
+        bid = book.best_bid()
+        changes = {bid: book.bids[bid]} if bid is not None else {}
+        first = book.seq + 1
+        book.seq += 1
+        book.ts_ms = int(time.time() * 1000)
+        return BookUpdate(changes, {}, first, book.seq, book.ts_ms)
+
     def _qty(self, sim: _Sim, price_ticks: int) -> int:
         spec = sim.spec
         price = price_ticks * spec.tick

@@ -3,13 +3,14 @@ symbols plus the Kraken USDT/USD conversion book, short timeouts."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
 
-from exporter.app import Exporter
 from exporter.model import ErrorReason
 from tests.support.exporter import all_live, running_exporter, sim_config, wait_for
+from tests.support.faults import RECOVERY, Recovery, freeze_and_compare
 from tests.support.simulator import SimulatorProcess
 
 pytestmark = pytest.mark.integration
@@ -19,39 +20,6 @@ pytestmark = pytest.mark.integration
 def sim() -> Iterator[SimulatorProcess]:
     with SimulatorProcess(seed=7, rate=20) as s:
         yield s
-
-
-def snapshot_equals_truth(exp: Exporter, sim: SimulatorProcess, ex: str, market: str) -> bool:
-    stats = exp.feed_stats[(ex, market)]
-    if stats.symbol in exp.market.symbols:
-        rec = exp.market.books.get((ex, stats.symbol))
-        snap = rec.snapshot if rec else None
-    else:
-        snap = exp.market.conversion.get((ex, market))
-    if snap is None:
-        return False
-    truth = sim.book(ex, market, depth=len(snap.bids) or 100)
-    bids = tuple((float(p), float(q)) for p, q in truth["bids"])
-    asks = tuple((float(p), float(q)) for p, q in truth["asks"])
-    return snap.bids == bids[: len(snap.bids)] and snap.asks == asks[: len(snap.asks)]
-
-
-async def freeze_and_compare(exp: Exporter, sim: SimulatorProcess) -> None:
-    sim.freeze()
-    try:
-        for ex, market in exp.feed_stats:
-            await wait_for(
-                lambda ex=ex, market=market: snapshot_equals_truth(exp, sim, ex, market),
-                timeout=5,
-                what=f"{ex} {market} equal to ground truth",
-            )
-            symbol = exp.feed_stats[(ex, market)].symbol
-            if symbol in exp.market.symbols:
-                # Deletions after a 100-level snapshot may leave slightly fewer levels.
-                copied = len(exp.market.books[(ex, symbol)].snapshot.bids)
-                assert 90 <= copied <= 100, f"{ex} {market}: {copied} copied levels"
-    finally:
-        sim.unfreeze()
 
 
 async def test_books_equal_ground_truth_on_both_exchanges(sim: SimulatorProcess) -> None:
@@ -73,10 +41,12 @@ async def test_reconnect_after_server_side_close_or_abort(
     async with running_exporter(sim_config(sim.base_url)) as exp:
         await wait_for(lambda: all_live(exp), timeout=15)
         stats = exp.feed_stats[(exchange, market)]
+        t0 = time.monotonic()
         sim.fault(exchange, kind, market)
         await wait_for(lambda: stats.reconnects >= 1, timeout=5, what="a reconnect")
         assert stats.errors[ErrorReason.NETWORK] >= 1
         await wait_for(lambda: all_live(exp), timeout=10, what="live again")
+        RECOVERY.append(Recovery(f"server {kind} ({exchange})", time.monotonic() - t0))
         await freeze_and_compare(exp, sim)
 
 
@@ -85,10 +55,12 @@ async def test_binance_sequence_gap_resyncs(sim: SimulatorProcess) -> None:
         await wait_for(lambda: all_live(exp), timeout=15)
         before = sim.counters()["depth_snapshots"]["binance"]["BTC/USDT"]
         stats = exp.feed_stats[("binance", "BTC/USDT")]
+        t0 = time.monotonic()
         sim.fault("binance", "sequence_gap", "BTC/USDT")
         await wait_for(lambda: stats.resyncs >= 1, timeout=5, what="a resync")
         assert stats.errors[ErrorReason.SEQUENCE_GAP] + stats.errors[ErrorReason.CHECKSUM] >= 1
         await wait_for(lambda: all_live(exp), timeout=10)
+        RECOVERY.append(Recovery("Binance sequence gap", time.monotonic() - t0))
         after = sim.counters()["depth_snapshots"]["binance"]["BTC/USDT"]
         assert after > before, "a resync fetches a new depth snapshot"
         assert exp.feed_stats[("binance", "ETH/USDT")].resyncs == 0
@@ -104,12 +76,22 @@ async def test_kraken_checksum_mismatch_resyncs_only_that_book(
         btc = exp.feed_stats[("kraken", "BTC/USD")]
         others = [s for (ex, m), s in exp.feed_stats.items() if ex == "kraken" and m != "BTC/USD"]
         flowing = {id(s): s.messages for s in others}
-        sim.fault("kraken", kind, "BTC/USD")
-        await wait_for(lambda: btc.resyncs >= 1, timeout=5, what="checksum resync")
+        t0 = time.monotonic()
+        # A dropped step can heal by itself when the next step rewrites the same levels (the
+        # checksum then matches: nothing to detect), so drop again until one is detected.
+        for attempt in range(6):
+            sim.fault("kraken", kind, "BTC/USD")
+            try:
+                await wait_for(lambda: btc.resyncs >= 1, timeout=2, what="checksum resync")
+                break
+            except AssertionError:
+                if kind != "drop_update" or attempt == 5:
+                    raise
         assert btc.errors[ErrorReason.CHECKSUM] >= 1
         assert all(s.resyncs == 0 and s.reconnects == 0 for s in others)
         await wait_for(lambda: all(s.messages > flowing[id(s)] for s in others), timeout=5)
         await wait_for(lambda: all_live(exp), timeout=10)
+        RECOVERY.append(Recovery(f"Kraken {kind} (checksum resync)", time.monotonic() - t0))
         await freeze_and_compare(exp, sim)
 
 
@@ -117,10 +99,13 @@ async def test_silent_stall_with_pings_answered_forces_reconnect(sim: SimulatorP
     async with running_exporter(sim_config(sim.base_url)) as exp:
         await wait_for(lambda: all_live(exp), timeout=15)
         stats = exp.feed_stats[("kraken", "BTC/USD")]
+        t0 = time.monotonic()
         sim.fault("kraken", "stall", "BTC/USD", seconds=2.5)
         await wait_for(lambda: stats.errors[ErrorReason.TIMEOUT] >= 1, timeout=5, what="timeout")
         await wait_for(lambda: stats.reconnects >= 1, timeout=5)
         await wait_for(lambda: all_live(exp), timeout=10)
+        RECOVERY.append(Recovery("silent stall 2.5 s (pings answered)", time.monotonic() - t0))
+        await freeze_and_compare(exp, sim)
 
 
 @pytest.mark.parametrize(("exchange", "market"), [
@@ -133,10 +118,12 @@ async def test_malformed_frame_is_counted_and_forces_reconnect(
     async with running_exporter(sim_config(sim.base_url)) as exp:
         await wait_for(lambda: all_live(exp), timeout=15)
         stats = exp.feed_stats[(exchange, market)]
+        t0 = time.monotonic()
         sim.fault(exchange, "malformed_frame", market)
         await wait_for(
             lambda: stats.errors[ErrorReason.MALFORMED_FRAME] >= 1, timeout=5, what="malformed"
         )
         await wait_for(lambda: stats.reconnects >= 1, timeout=5)
         await wait_for(lambda: all_live(exp), timeout=10)
+        RECOVERY.append(Recovery(f"malformed frame ({exchange})", time.monotonic() - t0))
         await freeze_and_compare(exp, sim)

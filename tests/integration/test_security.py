@@ -1,0 +1,270 @@
+"""Security: web-config file (TLS + basic auth, exporter-toolkit format), Redis password in
+the URL, no secret in logs or /metrics, and an HTTP surface that nothing crashes."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import ipaddress
+import logging
+import socket
+import ssl
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import yaml
+
+from exporter.app import Exporter
+from exporter.config import ConfigError
+from exporter.procs import free_port
+from exporter.webconfig import WebConfigFile, client_settings, hash_password
+from exporter.webconfig import load as load_web_config
+from exporter.webconfig import parse as parse_web_config
+from tests.support.exporter import ROOT, running_exporter, sim_config, sim_config_data, wait_for
+from tests.support.redis_server import RedisServer
+
+pytestmark = pytest.mark.integration
+
+PASSWORD = "s3cret-Pa55word!"
+
+
+def make_cert(directory: Path) -> tuple[Path, Path]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "tls.crt", directory / "tls.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+@pytest.fixture(scope="module")
+def web_config_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("webcfg")
+    make_cert(d)
+    path = d / "web.yml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "tls_server_config": {"cert_file": "tls.crt", "key_file": "tls.key"},
+                "basic_auth_users": {"prometheus": hash_password(PASSWORD, rounds=4)},
+            }
+        )
+    )
+    return path
+
+
+def dead_exchange_config(**kw: Any) -> Any:
+    """Exchanges on a dead port: feeds retry forever, the HTTP server is what is tested."""
+    return sim_config(f"http://127.0.0.1:{free_port()}", **kw)
+
+
+@pytest.fixture
+async def secured(web_config_file: Path) -> AsyncIterator[tuple[Exporter, WebConfigFile]]:
+    web = load_web_config(web_config_file)
+    async with running_exporter_with(dead_exchange_config(), web) as exp:
+        yield exp, web
+
+
+def running_exporter_with(config: Any, web: WebConfigFile) -> Any:
+    import contextlib
+
+    @contextlib.asynccontextmanager
+    async def run() -> AsyncIterator[Exporter]:
+        exporter = Exporter(config, web)
+        started = asyncio.Event()
+
+        async def on_started(_: Exporter) -> None:
+            started.set()
+
+        task = asyncio.create_task(exporter.run(on_started))
+        try:
+            await asyncio.wait_for(started.wait(), 10)
+            yield exporter
+        finally:
+            exporter.stop()
+            await asyncio.wait_for(task, 15)
+
+    return run()
+
+
+async def get(url: str, **kw: Any) -> tuple[int, dict[str, str], str]:
+    async with aiohttp.ClientSession() as session, session.get(url, **kw) as resp:
+        return resp.status, dict(resp.headers), await resp.text()
+
+
+async def test_tls_and_basic_auth_cover_metrics_and_api(
+    secured: tuple[Exporter, WebConfigFile],
+) -> None:
+    exp, web = secured
+    listen = f"127.0.0.1:{exp.server.bound_port}"
+    good = client_settings(web, "prometheus", PASSWORD)
+    status, _, body = await get(good.url(listen, "/metrics"), ssl=good.ssl, headers=good.headers)
+    assert status == 200 and "cryptoarb_feed_up" in body
+    assert good.url(listen).startswith("https://")
+
+    anon = client_settings(web)
+    status, headers, _ = await get(anon.url(listen, "/metrics"), ssl=anon.ssl)
+    assert status == 401 and headers["WWW-Authenticate"].startswith("Basic")
+    bad = client_settings(web, "prometheus", "wrong")
+    assert (await get(bad.url(listen, "/metrics"), ssl=bad.ssl, headers=bad.headers))[0] == 401
+    nobody = client_settings(web, "nobody", PASSWORD)
+    assert (await get(nobody.url(listen, "/metrics"), ssl=nobody.ssl, headers=nobody.headers))[
+        0
+    ] == 401
+    # GET /api/* is covered too (401 before any routing)...
+    assert (await get(anon.url(listen, "/api/opportunities"), ssl=anon.ssl))[0] == 401
+    # ...probes and the (bearer-token) webhook are exempt from basic auth.
+    assert (await get(anon.url(listen, "/healthz"), ssl=anon.ssl))[0] == 200
+    assert (await get(anon.url(listen, "/readyz"), ssl=anon.ssl))[0] == 503
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(anon.url(listen, "/api/alerts"), ssl=anon.ssl, json={}) as resp,
+    ):
+        assert resp.status != 401
+
+    # Plain http to the TLS port does not get an answer; untrusted certificates are refused.
+    with pytest.raises(aiohttp.ClientError):
+        await get(f"http://{listen}/healthz", timeout=aiohttp.ClientTimeout(total=3))
+    with pytest.raises(aiohttp.ClientConnectorCertificateError):
+        await get(f"https://{listen}/healthz", ssl=ssl.create_default_context())
+
+
+async def test_password_never_in_metrics_or_logs(
+    secured: tuple[Exporter, WebConfigFile], caplog: pytest.LogCaptureFixture
+) -> None:
+    exp, web = secured
+    caplog.set_level(logging.DEBUG)
+    listen = f"127.0.0.1:{exp.server.bound_port}"
+    s = client_settings(web, "prometheus", PASSWORD)
+    body = (await get(s.url(listen, "/metrics"), ssl=s.ssl, headers=s.headers))[2]
+    bad = client_settings(web, "prometheus", PASSWORD + "x")
+    await get(bad.url(listen, "/metrics"), ssl=bad.ssl, headers=bad.headers)
+    assert PASSWORD not in body and PASSWORD not in caplog.text
+    assert "$2b$" not in body and "$2b$" not in caplog.text
+
+
+def test_web_config_validation_reports_every_problem(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_web_config(
+            {
+                "tls_server_config": {
+                    "cert_file": "missing.crt",
+                    "bogus": 1,
+                    "client_auth_type": "Sometimes",
+                },
+                "basic_auth_users": {"alice": "plaintext-password"},
+                "extra": True,
+            },
+            "web.yml",
+            tmp_path,
+        )
+    text = str(err.value)
+    for path in ("extra", "tls_server_config.bogus", "tls_server_config.cert_file",
+                 "tls_server_config.key_file", "tls_server_config.client_auth_type",
+                 "basic_auth_users.alice"):  # fmt: skip
+        assert f"{path}:" in text, (path, text)
+    assert "plaintext-password" not in text, "a pasted password must not be echoed"
+    # An empty file is valid and changes nothing.
+    empty = parse_web_config(None, "web.yml", tmp_path)
+    assert empty.tls is None and not empty.users and empty.server_ssl_context() is None
+
+
+def test_cli_run_exits_2_on_a_bad_web_config(tmp_path: Path) -> None:
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(yaml.safe_dump(sim_config_data("http://127.0.0.1:1")))
+    web = tmp_path / "web.yml"
+    web.write_text("basic_auth_users: {alice: nope}\n")
+    res = subprocess.run(
+        [sys.executable, "-m", "exporter.cli", "run", "--config.file", str(cfg),
+         "--web.config.file", str(web)],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert res.returncode == 2, res.stderr
+    assert "basic_auth_users.alice: not a bcrypt hash" in res.stderr
+
+
+# -- Redis password ---------------------------------------------------------------------------
+
+
+async def test_redis_password_in_the_url_and_never_logged(
+    redis_server_factory: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    server: RedisServer = redis_server_factory(extra_args=["--requirepass", PASSWORD])
+    assert server.command("PING").startswith(b"-NOAUTH")
+    caplog.set_level(logging.DEBUG)
+    url = f"redis://:{PASSWORD}@127.0.0.1:{server.port}/0"
+    async with running_exporter(dead_exchange_config(redis_url=url)) as exp:
+        await wait_for(lambda: exp.writer.up, timeout=10, what="authenticated redis up")
+        metrics = (await get(f"http://127.0.0.1:{exp.server.bound_port}/metrics"))[2]
+        assert "cryptoarb_redis_up 1.0" in metrics
+    wrong = f"redis://:{PASSWORD}-wrong@127.0.0.1:{server.port}/0"
+    async with running_exporter(dead_exchange_config(redis_url=wrong)) as exp:
+        await asyncio.sleep(1.5)
+        assert not exp.writer.up
+        metrics = (await get(f"http://127.0.0.1:{exp.server.bound_port}/metrics"))[2]
+        assert "cryptoarb_redis_up 0.0" in metrics
+        readyz = (await get(f"http://127.0.0.1:{exp.server.bound_port}/readyz"))[2]
+    for text in (metrics, readyz, caplog.text):
+        assert PASSWORD not in text
+
+
+# -- HTTP surface -----------------------------------------------------------------------------
+
+
+async def test_http_errors_are_json_and_nothing_crashes_the_server() -> None:
+    async with running_exporter(dead_exchange_config()) as exp:
+        base = f"http://127.0.0.1:{exp.server.bound_port}"
+        status, headers, body = await get(base + "/nope/../../etc/passwd")
+        assert status == 404 and headers["Content-Type"].startswith("application/json")
+        assert '"status": 404' in body
+        async with aiohttp.ClientSession() as session:
+            async with session.post(base + "/metrics", data=b"x" * 10) as resp:
+                assert resp.status == 405
+            async with session.get(base + "/metrics", headers={"X-Big": "a" * 20000}) as resp:
+                assert resp.status in (400, 431)
+        for raw in (b"GARBAGE\r\n\r\n", b"GET /metrics HTTP/9.9\r\n\r\n", b"\x00\xff" * 100,
+                    b"GET /healthz HTTP/1.1\r\nContent-Length: -5\r\n\r\n"):  # fmt: skip
+            reply = await asyncio.to_thread(_raw, exp.server.bound_port, raw)
+            assert reply.startswith(b"HTTP/1.") and b" 400 " in reply.split(b"\r\n")[0], reply
+        # Still serving.
+        assert (await get(base + "/healthz"))[0] == 200
+
+
+def _raw(port: int, payload: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(payload)
+        return s.recv(4096)
