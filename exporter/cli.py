@@ -22,10 +22,10 @@ import yaml
 
 from exporter import __version__
 from exporter.config import Config, ConfigError, load, parse
-from exporter.webconfig import WebConfigFile
-from exporter.webconfig import load as load_web_config
 from exporter.status import add_parser as add_status_parser
 from exporter.status import run as cmd_status
+from exporter.webconfig import WebConfigFile
+from exporter.webconfig import load as load_web_config
 
 if TYPE_CHECKING:
     from exporter.observability import ObservabilityStack
