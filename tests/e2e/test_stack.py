@@ -144,6 +144,8 @@ async def run_checks(stack: ObservabilityStack, exp: Exporter, sim: SimulatorPro
         return await firing(stack, "CryptoArbBookStale", exchange="binance", symbol="ETH/USD")
 
     alerts = await until(stale, 60, "CryptoArbBookStale for binance ETH/USD")
+    # Restart it: the correlation panels below need both symbols' spreads again.
+    sim.market_start("binance", "ETH/USDT")
     assert alerts[0]["labels"]["buy_exchange"] == alerts[0]["labels"]["sell_exchange"] == "binance"
 
     # -- inhibition on the real Alertmanager -----------------------------------------------------
