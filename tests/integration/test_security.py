@@ -95,30 +95,8 @@ def dead_exchange_config(**kw: Any) -> Any:
 @pytest.fixture
 async def secured(web_config_file: Path) -> AsyncIterator[tuple[Exporter, WebConfigFile]]:
     web = load_web_config(web_config_file)
-    async with running_exporter_with(dead_exchange_config(), web) as exp:
+    async with running_exporter(dead_exchange_config(), web) as exp:
         yield exp, web
-
-
-def running_exporter_with(config: Any, web: WebConfigFile) -> Any:
-    import contextlib
-
-    @contextlib.asynccontextmanager
-    async def run() -> AsyncIterator[Exporter]:
-        exporter = Exporter(config, web)
-        started = asyncio.Event()
-
-        async def on_started(_: Exporter) -> None:
-            started.set()
-
-        task = asyncio.create_task(exporter.run(on_started))
-        try:
-            await asyncio.wait_for(started.wait(), 10)
-            yield exporter
-        finally:
-            exporter.stop()
-            await asyncio.wait_for(task, 15)
-
-    return run()
 
 
 async def get(url: str, **kw: Any) -> tuple[int, dict[str, str], str]:

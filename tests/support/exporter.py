@@ -25,6 +25,7 @@ from exporter.app import Exporter
 from exporter.config import Config, parse
 from exporter.procs import free_port
 from exporter.simulator.endpoints import ccxt_config
+from exporter.webconfig import WebConfigFile
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -74,8 +75,10 @@ async def wait_for(
 
 
 @contextlib.asynccontextmanager
-async def running_exporter(config: Config) -> AsyncIterator[Exporter]:
-    exporter = Exporter(config)
+async def running_exporter(
+    config: Config, web_config: WebConfigFile | None = None
+) -> AsyncIterator[Exporter]:
+    exporter = Exporter(config, web_config)
     started = asyncio.Event()
 
     async def on_started(_: Exporter) -> None:
