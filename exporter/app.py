@@ -212,6 +212,11 @@ class Exporter:
                     tg.create_task(
                         self._every(self.config.feeds.sweep_interval, self.market.sweep)
                     ),
+                    tg.create_task(
+                        self._every(
+                            self.config.feeds.rate_refresh_interval, self.market.flush_rates
+                        )
+                    ),
                     tg.create_task(self._every(self.config.redis.flush_interval, self.publish)),
                     tg.create_task(self.intel.run(), name="intelligence"),
                     tg.create_task(self._freeze_heap_after_startup()),

@@ -100,6 +100,8 @@ class FeedsConfig(_Strict):
     # Per-market budget of (re)subscriptions (each costs a depth snapshot): a token bucket.
     snapshot_burst: int = Field(default=4, ge=1, le=100)
     snapshots_per_minute: float = Field(default=8.0, gt=0, le=600)
+    # Longest delay before a conversion-rate move reaches a symbol with no book update.
+    rate_refresh_interval: float = Field(default=0.25, gt=0, le=60)
 
     @property
     def sweep_interval(self) -> float:

@@ -70,6 +70,8 @@ class MarketState:
         self.conversion: dict[FeedKey, BookSnapshot] = {}
         self.pairs: dict[PairKey, PairResult] = {}
         self.dirty_books: set[BookKey] = set()
+        # symbols whose conversion rate moved since their books were last evaluated
+        self._rate_dirty: set[str] = set()
         self._stale: set[FeedKey] = set()  # feeds seen stale by the last sweep
         self.windows = WindowTracker(
             config.windows.open_threshold,
@@ -173,9 +175,17 @@ class MarketState:
                 and last.best_ask == snap.best_ask
                 and self.status(*conv) is BookStatus.LIVE
             )
+            came_back = last is None or self.status(*conv) is not BookStatus.LIVE
             self.conversion[conv] = snap
-            for sym in () if same_top else self._conv_users.get(conv, ()):
-                self._refresh_symbol(sym, snap.received_at)
+            users = () if same_top else self._conv_users.get(conv, ())
+            if came_back:
+                for sym in users:
+                    self._refresh_symbol(sym, snap.received_at)
+            else:
+                # A move of a live rate: refreshing every user at once costs ~0.2 ms per
+                # symbol (40 ms for 200 symbols, at every tick of the conversion book).
+                # Users pick the rate up at their own next update or at flush_rates().
+                self._rate_dirty.update(users)
             if self.on_published is not None:
                 self.on_published(snap)
             return
@@ -186,7 +196,11 @@ class MarketState:
         self._store_book(snap, changed_mono)
         if snap.crossed:
             self.feeds[(snap.exchange, snap.market)].errors[ErrorReason.CROSSED] += 1
-        self._evaluate_symbol(snap.symbol, snap.exchange, snap.received_at)
+        if snap.symbol in self._rate_dirty:
+            self._rate_dirty.discard(snap.symbol)
+            self._refresh_symbol(snap.symbol, snap.received_at, skip=snap.exchange)
+        else:
+            self._evaluate_symbol(snap.symbol, snap.exchange, snap.received_at)
         if self.on_published is not None:
             self.on_published(snap)
 
@@ -196,13 +210,25 @@ class MarketState:
         self.books[(snap.exchange, snap.symbol)] = BookRecord(snap, metrics, rate, changed_mono)
         self.dirty_books.add((snap.exchange, snap.symbol))
 
-    def _refresh_symbol(self, symbol: str, now_wall: float) -> None:
-        """The conversion rate moved: recompute the symbol's books and pairs."""
+    def _refresh_symbol(self, symbol: str, now_wall: float, skip: str | None = None) -> None:
+        """The conversion rate moved: recompute the symbol's books (but ``skip``, stored
+        just now) and pairs."""
         for ex in self.symbols[symbol]:
             rec = self.books.get((ex, symbol))
-            if rec is not None:
+            if rec is not None and ex != skip:
                 self._store_book(rec.snapshot, rec.changed_mono)
         self._evaluate_symbol(symbol, None, now_wall)
+
+    def flush_rates(self) -> None:
+        """Timer (``feeds.rate_refresh_interval``): apply conversion-rate moves to the
+        symbols no book update has refreshed since, so a quiet symbol's opportunities lag a
+        rate move by at most that interval."""
+        if not self._rate_dirty:
+            return
+        wall = time.time()
+        dirty, self._rate_dirty = self._rate_dirty, set()
+        for symbol in dirty:
+            self._refresh_symbol(symbol, wall)
 
     def _evaluate_symbol(self, symbol: str, changed: str | None, now_wall: float) -> None:
         mapping = self.symbols[symbol]

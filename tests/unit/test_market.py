@@ -196,3 +196,27 @@ def test_collector_exports_live_opportunities(h: Harness) -> None:
     opened = {(s["buy_exchange"], s["notional"]): v for s, v in m["cryptoarb_window_open"]}
     assert opened[("binance", "1000")] == 1.0
     assert all(str(v) != "nan" for vals in m.values() for _, v in vals)
+
+
+def test_a_rate_move_reaches_pairs_at_the_next_book_update_or_flush(h: Harness) -> None:
+    h.book("kraken", "USDT/USD", 0.9999, 1.0001)
+    h.book("binance", "BTC/USDT", 100.0, 100.5)
+    h.book("kraken", "BTC/USD", 101.0, 101.5)
+    key = ("BTC/USD", "binance", "kraken")
+    before = h.state.pairs[key].fills[0].net_profit
+    assert h.state.books[("binance", "BTC/USD")].rate == pytest.approx(1.0)
+    # USDT at 0.99 USD: buying on the USDT market is 1 % cheaper in USD.
+    h.book("kraken", "USDT/USD", 0.9899, 0.9901)
+    assert h.state.pairs[key].fills[0].net_profit == before  # deferred, not lost
+    h.state.flush_rates()
+    assert h.state.books[("binance", "BTC/USD")].rate == pytest.approx(0.99)
+    after = h.state.pairs[key].fills[0].net_profit
+    assert after is not None and before is not None and after > before + 5  # ~1 % of 1000
+    # A book update of the symbol applies the next move at once, to every book of it.
+    h.book("kraken", "USDT/USD", 1.0099, 1.0101)
+    h.book("kraken", "BTC/USD", 101.0, 101.5)
+    assert h.state.books[("binance", "BTC/USD")].rate == pytest.approx(1.01)
+    moved = h.state.pairs[key].fills[0].net_profit
+    assert moved is not None and moved < before - 5
+    h.state.flush_rates()  # nothing left to do
+    assert h.state.pairs[key].fills[0].net_profit == moved
