@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 from collections.abc import Iterator
 
@@ -106,3 +107,36 @@ async def test_async_render_reflects_latest_state_and_shares_concurrent_scrapes(
     assert 'value{i="7"} 123.5\n' in body.decode()
     a, b = await asyncio.gather(expo.render(), expo.render())
     assert a is b
+
+
+async def test_collectors_are_walked_lazily_so_feeds_run_between_groups() -> None:
+    """A large scrape never builds every group in one uninterrupted step: the event loop
+    runs between the groups a collector yields (books, feeds, pairs, windows)."""
+    events: list[str] = []
+
+    class Groups(Collector):
+        def collect(self) -> Iterator[Metric]:
+            for name in ("books", "feeds", "pairs"):
+                events.append(f"build {name}")
+                g = GaugeMetricFamily(f"group_{name}", name)
+                g.add_metric([], 1.0)
+                yield g
+
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(Groups())
+
+    async def feed() -> None:
+        for _ in range(50):
+            events.append("feed")
+            await asyncio.sleep(0)
+
+    expo = Exposition(reg, slice_seconds=0.0)
+    task = asyncio.create_task(feed())
+    body = await expo.render()
+    task.cancel()
+    builds = [i for i, e in enumerate(events) if e.startswith("build")]
+    assert body == generate_latest(reg)
+    assert len(builds) == 3
+    # a feed step ran between consecutive group builds
+    assert all("feed" in events[a + 1 : b] for a, b in itertools.pairwise(builds))
+    assert expo.longest_step_seconds > 0
