@@ -87,23 +87,27 @@ def _with_client_defaults(config: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
-def kraken_checksum_payload(
-    asks: Any, bids: Any, fmt_price: Callable[[float], str], fmt_qty: Callable[[float], str]
-) -> str:
+def kraken_checksum_payload(asks: Any, bids: Any, price_decimals: int, qty_decimals: int) -> str:
     """Kraken v2 checksum input: top 10 asks low->high then bids high->low, price then qty,
-    each formatted with the market precision, '.' removed, leading zeros stripped."""
+    each formatted with the market precision, '.' removed, leading zeros stripped.
+
+    That text is the integer number of ticks (lots), so it is computed as one: ~3x cheaper
+    than formatting, and it runs on every Kraken message. Exact because book values come
+    from strings with at most the market's decimals, so ``x * 10**d`` is within rounding
+    error of an integer."""
+    ps, qs = 10**price_decimals, 10**qty_decimals
     parts: list[str] = []
     for side in (asks, bids):
-        for price, qty in list(side)[:10]:
-            for text in (fmt_price(price), fmt_qty(qty)):
-                parts.append(text.replace(".", "").lstrip("0"))
+        for level in side[:10]:
+            parts.append(str(round(level[0] * ps)))
+            parts.append(str(round(level[1] * qs)))
     return "".join(parts)
 
 
-def kraken_checksum(
-    asks: Any, bids: Any, fmt_price: Callable[[float], str], fmt_qty: Callable[[float], str]
-) -> int:
-    return binascii.crc32(kraken_checksum_payload(asks, bids, fmt_price, fmt_qty).encode())
+def kraken_checksum(asks: Any, bids: Any, price_decimals: int, qty_decimals: int) -> int:
+    return binascii.crc32(
+        kraken_checksum_payload(asks, bids, price_decimals, qty_decimals).encode()
+    )
 
 
 def _decimals(precision: Any) -> int:
@@ -215,10 +219,7 @@ def build_exchange(
                 market = self.market(symbol)
                 pd = _decimals(market["precision"]["price"])
                 ad = _decimals(market["precision"]["amount"])
-                # Pre-built format functions: ~2x cheaper than an f-string with a nested spec.
-                return kraken_checksum(
-                    book["asks"], book["bids"], f"{{:.{pd}f}}".format, f"{{:.{ad}f}}".format
-                )
+                return kraken_checksum(book["asks"], book["bids"], pd, ad)
 
         return GuardedKraken(config)
     return Guarded(config)
