@@ -17,6 +17,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import redis
 import yaml
 
 from exporter.app import Exporter
@@ -25,8 +26,17 @@ from exporter.procs import free_port
 from exporter.webconfig import WebConfigFile, client_settings, hash_password
 from exporter.webconfig import load as load_web_config
 from exporter.webconfig import parse as parse_web_config
-from tests.support.exporter import ROOT, running_exporter, sim_config, sim_config_data, wait_for
-from tests.support.redis_server import RedisServer
+from tests.support.exporter import (
+    ROOT,
+    all_live,
+    running_exporter,
+    sim_config,
+    sim_config_data,
+    wait_for,
+)
+from tests.support.redis_server import RedisServer, ServerTLS
+from tests.support.simulator import SimulatorProcess
+from tests.support.tls import make_ca
 
 pytestmark = pytest.mark.integration
 
@@ -217,6 +227,54 @@ async def test_redis_password_in_the_url_and_never_logged(
         assert "cryptoarb_redis_up 0.0" in metrics
         readyz = (await get(f"http://127.0.0.1:{exp.server.bound_port}/readyz"))[2]
     for text in (metrics, readyz, caplog.text):
+        assert PASSWORD not in text
+
+
+async def test_redis_over_tls_with_password_and_ca_in_the_url(
+    redis_server_factory: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    ca = make_ca(tmp_path)
+    cert, key = ca.issue(tmp_path, "redis")
+    server: RedisServer = redis_server_factory(
+        tls=ServerTLS(cert, key, ca.cert_file), extra_args=["--requirepass", PASSWORD]
+    )
+    assert server.command("PING").startswith(b"-NOAUTH")  # over TLS, password required
+    caplog.set_level(logging.DEBUG)
+
+    def url(password: str, ca_file: Path) -> str:
+        return (f"rediss://:{password}@127.0.0.1:{server.port}/0"
+                f"?ssl_cert_reqs=required&ssl_ca_certs={ca_file}")  # fmt: skip
+
+    good = url(PASSWORD, ca.cert_file)
+    r = redis.Redis.from_url(good, decode_responses=True)
+    with SimulatorProcess(seed=5, rate=10) as sim:
+        async with running_exporter(sim_config(sim.base_url, good)) as exp:
+            await wait_for(lambda: all_live(exp), timeout=15, what="books live")
+            await wait_for(lambda: r.exists("ticker:kraken:ETH/USD"), timeout=5, what="ticker")
+            await wait_for(lambda: r.smembers("symbols") == {"BTC/USD", "ETH/USD"}, timeout=5)
+            assert r.exists("ticker:binance:BTC/USD")
+            base = f"http://127.0.0.1:{exp.server.bound_port}"
+            assert "cryptoarb_redis_up 1.0" in (await get(base + "/metrics"))[2]
+    r.close()
+
+    # A wrong password, or a CA that did not sign the server certificate: down, not dead.
+    other_ca = make_ca(tmp_path, "other-ca")
+    cases = [
+        (url(PASSWORD + "-wrong", ca.cert_file), "invalid username-password pair"),
+        (url(PASSWORD, other_ca.cert_file), "certificate verify failed"),
+    ]
+    texts = []
+    for bad, why in cases:
+        caplog.clear()
+        async with running_exporter(dead_exchange_config(redis_url=bad)) as exp:
+            base = f"http://127.0.0.1:{exp.server.bound_port}"
+            await wait_for(lambda: "redis" in caplog.text and "unavailable" in caplog.text)
+            metrics = (await get(base + "/metrics"))[2]
+            assert not exp.writer.up and "cryptoarb_redis_up 0.0" in metrics
+            assert (await get(base + "/healthz"))[0] == 200
+            texts += [metrics, (await get(base + "/readyz"))[2], caplog.text]
+        assert why in caplog.text.lower(), caplog.text
+    for text in texts:
         assert PASSWORD not in text
 
 
