@@ -2,7 +2,10 @@
 
 Feeds (``/readyz``), the best live opportunities with their trend arrows
 (``/api/opportunities``), insights (``/api/insights``) and the latest windows
-(``/api/windows``) as rich tables; ``--watch`` redraws in place.
+(``/api/windows``) as rich tables; ``--watch`` redraws in place. ``--web.config.file`` (the
+exporter's own) switches to https trusting its certificate; basic auth takes ``--web.user``
+and a password from ``--web.password-file`` or ``$ARB_EXPORTER_WEB_PASSWORD`` (never argv, which
+other local users can read).
 """
 
 from __future__ import annotations
@@ -10,11 +13,15 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
+import ssl
 import sys
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console, Group, RenderableType
@@ -24,10 +31,21 @@ from rich.text import Text
 
 LEVEL_STYLE = {"low": "green", "medium": "yellow", "high": "red"}
 ARROW_STYLE = {"▲": "green", "▼": "red", "–": "dim"}
+# Not CRYPTOARB_*: that prefix is reserved for config overrides (an unknown key is an error).
+PASSWORD_ENV = "ARB_EXPORTER_WEB_PASSWORD"
+_AUTH_HINT = f"check --web.user and --web.password-file / ${PASSWORD_ENV}"
 
 
 class Unreachable(RuntimeError):
-    pass
+    """The API could not be read (connection, TLS or HTTP error); the message is one line."""
+
+
+@dataclass(frozen=True)
+class Client:
+    """How to reach the exporter: https trust and the Authorization header, if any."""
+
+    context: ssl.SSLContext | None = None
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 def add_parser(sub: Any) -> None:
@@ -40,11 +58,27 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--notional", type=float, help="evaluate this size from the live books")
     p.add_argument("--top", type=int, default=10, help="opportunities shown")
     p.add_argument("--windows", type=int, default=10, help="latest log entries shown")
+    p.add_argument(
+        "--web.config.file",
+        dest="web_config_file",
+        help="the exporter's web-config file: https, trusting its certificate",
+    )
+    p.add_argument(
+        "--web.ca-file",
+        dest="web_ca_file",
+        help="trust this CA for https instead (certificate signed by a CA)",
+    )
+    p.add_argument("--web.user", dest="web_user", help="basic auth user")
+    p.add_argument(
+        "--web.password-file",
+        dest="web_password_file",
+        help=f"file holding the basic auth password (default: ${PASSWORD_ENV})",
+    )
     p.add_argument("--log.level", dest="log_level", default="warning",
                    choices=["debug", "info", "warning", "error"])  # fmt: skip
 
 
-def base_url(url: str | None, config_file: str | None) -> str:
+def base_url(url: str | None, config_file: str | None, scheme: str = "http") -> str:
     if url:
         return url.rstrip("/")
     if config_file:
@@ -53,32 +87,86 @@ def base_url(url: str | None, config_file: str | None) -> str:
         web = load(config_file).web
         host = web.host if web.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
         host = f"[{host}]" if ":" in host else host
-        return f"http://{host}:{web.port}"
-    return "http://127.0.0.1:9877"
+        return f"{scheme}://{host}:{web.port}"
+    return f"{scheme}://127.0.0.1:9877"
 
 
-def get_json(url: str, timeout: float = 5.0) -> Any:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
-            return json.loads(resp.read())
-    except urllib.error.HTTPError as err:  # /readyz answers 503 with a useful body
-        body = err.read()
+def usage_error(args: argparse.Namespace) -> str | None:
+    if args.notional is not None and not args.notional > 0:
+        return "--notional must be > 0"
+    if args.web_password_file and not args.web_user:
+        return "--web.password-file needs --web.user"
+    if args.web_user and not args.web_password_file and PASSWORD_ENV not in os.environ:
+        return f"--web.user needs --web.password-file or ${PASSWORD_ENV}"
+    return None
+
+
+def client(args: argparse.Namespace) -> tuple[str, Client]:
+    """(base URL, Client) from the options; ConfigError (exit 2) on an unreadable or bad file.
+    The password comes from a file or the environment, never from argv."""
+    from exporter.config import ConfigError, Problem
+    from exporter.webconfig import client_settings
+    from exporter.webconfig import load as load_web_config
+
+    password = os.environ.get(PASSWORD_ENV)
+    if args.web_password_file:
         try:
-            return json.loads(body)
-        except ValueError:
-            raise Unreachable(f"{url}: HTTP {err.code}") from err
+            password = Path(args.web_password_file).read_text(encoding="utf-8").strip()
+        except OSError as err:
+            problem = Problem("", f"cannot read file: {err.strerror}")
+            raise ConfigError(args.web_password_file, [problem]) from err
+    web = load_web_config(args.web_config_file) if args.web_config_file else None
+    try:
+        settings = client_settings(web, args.web_user, password, args.web_ca_file)
+        context = settings.ssl if isinstance(settings.ssl, ssl.SSLContext) else None
+        if context is None and args.web_ca_file:  # --url https://... without the web config
+            context = ssl.create_default_context(cafile=args.web_ca_file)
+    except OSError as err:  # ssl.SSLError too: not a PEM certificate
+        problem = Problem("", f"cannot use as a CA file: {err.strerror or err}")
+        raise ConfigError(str(args.web_ca_file), [problem]) from err
+    return base_url(args.url, args.config_file, settings.scheme), Client(context, settings.headers)
+
+
+def _error_message(body: bytes) -> str:
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return ""
+    return str(data.get("error", "")) if isinstance(data, dict) else ""
+
+
+def get_json(url: str, timeout: float = 5.0, via: Client | None = None) -> Any:
+    via = via or Client()
+    request = urllib.request.Request(url, headers=via.headers)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout, context=via.context) as resp:
+            return json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        body = err.read()
+        if err.code == 503:  # /readyz, and /api/windows without Redis: a useful JSON body
+            try:
+                return json.loads(body)
+            except ValueError:
+                pass
+        detail = _error_message(body) or err.reason
+        hint = f" ({_AUTH_HINT})" if err.code == 401 else ""
+        raise Unreachable(f"{url}: HTTP {err.code} {detail}{hint}") from err
+    except urllib.error.URLError as err:  # e.g. [SSL: CERTIFICATE_VERIFY_FAILED] ...
+        raise Unreachable(f"exporter not reachable: {url}: {err.reason}") from err
     except (OSError, ValueError) as err:
-        raise Unreachable(f"{url}: {err}") from err
+        raise Unreachable(f"exporter not reachable: {url}: {err}") from err
 
 
-def fetch(base: str, notional: float | None, windows: int) -> dict[str, Any]:
+def fetch(
+    base: str, notional: float | None, windows: int, via: Client | None = None
+) -> dict[str, Any]:
     q = f"?notional={notional:g}" if notional else ""
     data: dict[str, Any] = {
-        "ready": get_json(base + "/readyz"),
-        "opportunities": get_json(base + "/api/opportunities" + q),
-        "insights": get_json(base + "/api/insights"),
+        "ready": get_json(base + "/readyz", via=via),
+        "opportunities": get_json(base + "/api/opportunities" + q, via=via),
+        "insights": get_json(base + "/api/insights", via=via),
     }
-    data["windows"] = get_json(base + f"/api/windows?limit={windows}")
+    data["windows"] = get_json(base + f"/api/windows?limit={windows}", via=via)
     return data
 
 
@@ -200,27 +288,28 @@ def render(base: str, data: dict[str, Any], top: int) -> RenderableType:
 def run(args: argparse.Namespace) -> int:
     from exporter.config import ConfigError
 
+    problem = usage_error(args)
+    if problem:
+        print(f"status: {problem}", file=sys.stderr)
+        return 2
     try:
-        base = base_url(args.url, args.config_file)
+        base, via = client(args)
     except ConfigError as err:  # same message and exit code as `run`
         print(err, file=sys.stderr)
-        return 2
-    if args.notional is not None and not args.notional > 0:
-        print("status: --notional must be > 0", file=sys.stderr)
         return 2
     console = Console()
 
     def view() -> RenderableType:
         try:
-            return render(base, fetch(base, args.notional, args.windows), args.top)
+            return render(base, fetch(base, args.notional, args.windows, via), args.top)
         except Unreachable as err:
-            return Text(f"exporter not reachable: {err}", style="red")
+            return Text(str(err), style="red")
 
     if not args.watch:
         try:
-            data = fetch(base, args.notional, args.windows)
+            data = fetch(base, args.notional, args.windows, via)
         except Unreachable as err:
-            print(f"status: exporter not reachable: {err}", file=sys.stderr)
+            print(f"status: {err}", file=sys.stderr)
             return 1
         console.print(render(base, data, args.top))
         return 0

@@ -1,5 +1,6 @@
-"""Security: web-config file (TLS + basic auth, exporter-toolkit format), Redis password in
-the URL, no secret in logs or /metrics, and an HTTP surface that nothing crashes."""
+"""Security: web-config file (TLS + basic auth, exporter-toolkit format), `arb-exporter status`
+through it, Redis password and TLS in the URL, no secret in logs or /metrics, and an HTTP
+surface that nothing crashes."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import asyncio
 import datetime
 import ipaddress
 import logging
+import os
 import socket
 import ssl
 import subprocess
@@ -17,16 +19,27 @@ from typing import Any
 
 import aiohttp
 import pytest
+import redis
 import yaml
 
 from exporter.app import Exporter
 from exporter.config import ConfigError
 from exporter.procs import free_port
+from exporter.status import PASSWORD_ENV
 from exporter.webconfig import WebConfigFile, client_settings, hash_password
 from exporter.webconfig import load as load_web_config
 from exporter.webconfig import parse as parse_web_config
-from tests.support.exporter import ROOT, running_exporter, sim_config, sim_config_data, wait_for
-from tests.support.redis_server import RedisServer
+from tests.support.exporter import (
+    ROOT,
+    all_live,
+    running_exporter,
+    sim_config,
+    sim_config_data,
+    wait_for,
+)
+from tests.support.redis_server import RedisServer, ServerTLS
+from tests.support.simulator import SimulatorProcess
+from tests.support.tls import make_ca
 
 pytestmark = pytest.mark.integration
 
@@ -155,6 +168,79 @@ async def test_password_never_in_metrics_or_logs(
     assert "$2b$" not in body and "$2b$" not in caplog.text
 
 
+async def run_status(*args: str, **env: str) -> tuple[int, str, str]:
+    """``arb-exporter status ARGS`` as a subprocess: (exit code, stdout, stderr)."""
+    environ = {k: v for k, v in os.environ.items() if k != PASSWORD_ENV}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "exporter.cli", "status", *args,
+        cwd=ROOT, env={**environ, "COLUMNS": "200", "TERM": "dumb", **env},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_status_over_tls_and_basic_auth(
+    secured: tuple[Exporter, WebConfigFile], web_config_file: Path, tmp_path: Path
+) -> None:
+    exp, _web = secured
+    config = tmp_path / "config.yaml"
+    data = sim_config_data("http://127.0.0.1:1")
+    data["web"]["listen_address"] = f"127.0.0.1:{exp.server.bound_port}"
+    config.write_text(yaml.safe_dump(data))
+    password_file, wrong_file = tmp_path / "password", tmp_path / "wrong"
+    password_file.write_text(PASSWORD + "\n")
+    wrong_file.write_text("wrong\n")
+    web = ["--config.file", str(config), "--web.config.file", str(web_config_file)]
+
+    # https (scheme and trust from the web config, or --url and --web.ca-file), password from
+    # a file or the environment
+    https_url = f"https://127.0.0.1:{exp.server.bound_port}"
+    user = ["--web.user", "prometheus"]
+    good: list[tuple[list[str], dict[str, str]]] = [
+        ([*web, *user, "--web.password-file", str(password_file)], {}),
+        ([*web, *user], {PASSWORD_ENV: PASSWORD}),
+        (["--url", https_url, "--web.ca-file", str(web_config_file.parent / "tls.crt"), *user],
+         {PASSWORD_ENV: PASSWORD}),
+    ]  # fmt: skip
+    results = await asyncio.gather(*(run_status(*args, **env) for args, env in good))
+    for code, out, err in results:
+        assert code == 0, err
+        assert f"Feeds — https://127.0.0.1:{exp.server.bound_port}" in out
+        for title in ("Best opportunities", "Latency audit", "Latest windows"):
+            assert title in out
+        assert "binance" in out and "BTC/USDT" in out
+
+    # Failures: exit 1 and one readable line on stderr, never the password.
+    other_ca = make_ca(tmp_path, "other-ca")
+    failures = [
+        ([*web, "--web.user", "prometheus", "--web.password-file", str(wrong_file)], "HTTP 401"),
+        ([*web], "HTTP 401"),  # no credentials
+        (["--url", https_url, "--web.user", "prometheus", "--web.password-file",
+          str(password_file)], "CERTIFICATE_VERIFY_FAILED"),  # system trust store only
+        (["--url", https_url, "--web.ca-file", str(other_ca.cert_file), "--web.user",
+          "prometheus", "--web.password-file", str(password_file)], "CERTIFICATE_VERIFY_FAILED"),
+        (["--config.file", str(config)], "not reachable"),  # plain http to the TLS port
+    ]  # fmt: skip
+    results = await asyncio.gather(*(run_status(*args) for args, _ in failures))
+    for (args, expected), (code, out, err) in zip(failures, results, strict=True):
+        assert code == 1 and out == "", (args, out, err)
+        assert err.count("\n") == 1 and err.startswith("status: ") and expected in err, err
+        assert "Traceback" not in err and PASSWORD not in err
+    assert "--web.user" in results[1][2]  # the 401 line says what to check
+
+    # Usage errors (exit 2): a user without a password source, a password file without a user
+    # or that cannot be read.
+    usage = await asyncio.gather(
+        run_status(*web, *user),
+        run_status(*web, "--web.password-file", str(password_file)),
+        run_status(*web, *user, "--web.password-file", str(tmp_path / "missing")),
+    )
+    assert [code for code, _, _ in usage] == [2, 2, 2], usage
+    assert "cannot read file" in usage[2][2]
+
+
 def test_web_config_validation_reports_every_problem(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         parse_web_config(
@@ -217,6 +303,54 @@ async def test_redis_password_in_the_url_and_never_logged(
         assert "cryptoarb_redis_up 0.0" in metrics
         readyz = (await get(f"http://127.0.0.1:{exp.server.bound_port}/readyz"))[2]
     for text in (metrics, readyz, caplog.text):
+        assert PASSWORD not in text
+
+
+async def test_redis_over_tls_with_password_and_ca_in_the_url(
+    redis_server_factory: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    ca = make_ca(tmp_path)
+    cert, key = ca.issue(tmp_path, "redis")
+    server: RedisServer = redis_server_factory(
+        tls=ServerTLS(cert, key, ca.cert_file), extra_args=["--requirepass", PASSWORD]
+    )
+    assert server.command("PING").startswith(b"-NOAUTH")  # over TLS, password required
+    caplog.set_level(logging.DEBUG)
+
+    def url(password: str, ca_file: Path) -> str:
+        return (f"rediss://:{password}@127.0.0.1:{server.port}/0"
+                f"?ssl_cert_reqs=required&ssl_ca_certs={ca_file}")  # fmt: skip
+
+    good = url(PASSWORD, ca.cert_file)
+    r = redis.Redis.from_url(good, decode_responses=True)
+    with SimulatorProcess(seed=5, rate=10) as sim:
+        async with running_exporter(sim_config(sim.base_url, good)) as exp:
+            await wait_for(lambda: all_live(exp), timeout=15, what="books live")
+            await wait_for(lambda: r.exists("ticker:kraken:ETH/USD"), timeout=5, what="ticker")
+            await wait_for(lambda: r.smembers("symbols") == {"BTC/USD", "ETH/USD"}, timeout=5)
+            assert r.exists("ticker:binance:BTC/USD")
+            base = f"http://127.0.0.1:{exp.server.bound_port}"
+            assert "cryptoarb_redis_up 1.0" in (await get(base + "/metrics"))[2]
+    r.close()
+
+    # A wrong password, or a CA that did not sign the server certificate: down, not dead.
+    other_ca = make_ca(tmp_path, "other-ca")
+    cases = [
+        (url(PASSWORD + "-wrong", ca.cert_file), "invalid username-password pair"),
+        (url(PASSWORD, other_ca.cert_file), "certificate verify failed"),
+    ]
+    texts = []
+    for bad, why in cases:
+        caplog.clear()
+        async with running_exporter(dead_exchange_config(redis_url=bad)) as exp:
+            base = f"http://127.0.0.1:{exp.server.bound_port}"
+            await wait_for(lambda: "redis" in caplog.text and "unavailable" in caplog.text)
+            metrics = (await get(base + "/metrics"))[2]
+            assert not exp.writer.up and "cryptoarb_redis_up 0.0" in metrics
+            assert (await get(base + "/healthz"))[0] == 200
+            texts += [metrics, (await get(base + "/readyz"))[2], caplog.text]
+        assert why in caplog.text.lower(), caplog.text
+    for text in texts:
         assert PASSWORD not in text
 
 

@@ -5,6 +5,7 @@ bodies (400), and alert entries in the `windows` log de-duplicated on
 from __future__ import annotations
 
 import copy
+import json
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -63,12 +64,21 @@ class Harness:
         self.url = f"http://127.0.0.1:{server.bound_port}{PATH}"
 
     async def post(self, payload: Any, token: str | None = TOKEN, raw: bytes | None = None) -> int:
-        headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
         async with aiohttp.ClientSession() as s:
-            kw: dict[str, Any] = {"data": raw} if raw is not None else {"json": payload}
-            async with s.post(self.url, headers=headers, **kw) as resp:
-                await resp.read()
-                return resp.status
+            return (await self.send(s, payload, token, raw))[0]
+
+    async def send(
+        self,
+        session: aiohttp.ClientSession,
+        payload: Any,
+        token: str | None = TOKEN,
+        raw: bytes | None = None,
+    ) -> tuple[int, str, bytes]:
+        """(status, Content-Type, body) of one POST on ``session`` (its keep-alive pool)."""
+        headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+        kw: dict[str, Any] = {"data": raw} if raw is not None else {"json": payload}
+        async with session.post(self.url, headers=headers, **kw) as resp:
+            return resp.status, resp.headers.get("Content-Type", ""), await resp.read()
 
 
 @pytest.fixture
@@ -166,13 +176,50 @@ async def test_no_token_configured_is_404_with_one_log_line(
     assert await h.post(body(ALERT), token=None) == 404
 
 
+def json_error(status: int, content_type: str, raw: bytes) -> str:
+    """The ``error`` of a JSON error body (the server's error_middleware format)."""
+    assert content_type.startswith("application/json"), (content_type, raw[:200])
+    data = json.loads(raw)
+    assert data["status"] == status and data["path"] == PATH and data["error"], data
+    return str(data["error"])
+
+
 async def test_body_limit_and_bad_bodies(harness_factory: Any) -> None:
     h = await harness_factory(max_body=2048)
     big = copy.deepcopy(ALERT)
     big["annotations"]["description"] = "x" * 4000
-    assert await h.post(body(big)) == 413
-    assert await h.post(None, raw=b"not json") == 400
-    assert await h.post({"alerts": "nope"}) == 400
-    assert await h.post(body(dict(ALERT, status="weird"))) == 400
-    assert await h.post(body(dict(ALERT, fingerprint=""))) == 400
+    no_labels = {k: v for k, v in ALERT.items() if k != "labels"}
+    cases: list[tuple[Any, bytes | None, int, str]] = [
+        (body(big), None, 413, "too large"),
+        (None, b"not json", 400, "not JSON"),
+        (None, b'{"alerts": [', 400, "not JSON"),  # truncated
+        (None, b"\xff\xfe{}", 400, "not JSON"),  # not UTF-8
+        ({"alerts": "nope"}, None, 400, "`alerts`"),
+        ([ALERT], None, 400, "`alerts`"),  # a list, not a webhook body
+        ({"alerts": [1]}, None, 400, "must be an object"),
+        (body(no_labels), None, 400, "without labels"),
+        (body(dict(ALERT, status="weird")), None, 400, "firing or resolved"),
+        (body(dict(ALERT, fingerprint="")), None, 400, "without fingerprint"),
+    ]
+    async with aiohttp.ClientSession() as session:
+        for payload, raw, status, message in cases:
+            got, content_type, reply = await h.send(session, payload, raw=raw)
+            assert got == status, (payload, raw, reply)
+            assert message.lower() in json_error(status, content_type, reply).lower()
     assert await log_entries(h) == []
+
+
+async def test_oversized_body_leaves_the_server_serving(harness_factory: Any) -> None:
+    """A body far above the limit is refused with at most the limit buffered; the same client
+    session (keep-alive pool) then gets /metrics and a valid notification through."""
+    h = await harness_factory(max_body=4096)
+    metrics_url = f"http://127.0.0.1:{h.server.bound_port}/metrics"
+    async with aiohttp.ClientSession() as session:
+        for size in (4097, 8 << 20):
+            status, content_type, reply = await h.send(session, None, raw=b"{" + b" " * size)
+            assert status == 413 and json_error(413, content_type, reply)
+            async with session.get(metrics_url) as resp:
+                assert resp.status == 200 and "cryptoarb_redis_up" in await resp.text()
+        assert await log_entries(h) == []
+        assert (await h.send(session, body(ALERT)))[0] == 200
+    assert [e["fingerprint"] for e in await log_entries(h)] == [ALERT["fingerprint"]]

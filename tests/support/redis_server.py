@@ -7,9 +7,11 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
@@ -22,12 +24,23 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@dataclass(frozen=True)
+class ServerTLS:
+    """The server's certificate and key, and the CA that ``command()``/``ping()`` trust."""
+
+    cert_file: Path
+    key_file: Path
+    ca_file: Path
+
+
 class RedisServer:
     """``redis-server --save "" --appendonly no`` on 127.0.0.1:<free port>.
 
     ``stop()`` (SIGTERM, or ``save=True`` for SHUTDOWN SAVE so a restart keeps the data),
     ``kill()`` (SIGKILL) and ``start()`` again on the same port and data dir. ``extra_args``
-    are appended to the command line (e.g. ``["--appendonly", "yes"]``).
+    are appended to the command line (e.g. ``["--appendonly", "yes"]``). With ``tls`` the
+    port speaks TLS only (``--port 0 --tls-port``, no client certificates) and ``url`` is
+    ``rediss://``.
     """
 
     def __init__(
@@ -37,6 +50,7 @@ class RedisServer:
         extra_args: list[str] | None = None,
         data_dir: str | Path | None = None,
         startup_timeout: float = 10.0,
+        tls: ServerTLS | None = None,
     ) -> None:
         self.port = port or free_port()
         self.host = "127.0.0.1"
@@ -44,11 +58,13 @@ class RedisServer:
         self._own_dir = data_dir is None
         self.data_dir = Path(data_dir or tempfile.mkdtemp(prefix="redis-test-"))
         self.startup_timeout = startup_timeout
+        self.tls = tls
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://{self.host}:{self.port}/0"
+        scheme = "rediss" if self.tls else "redis"
+        return f"{scheme}://{self.host}:{self.port}/0"
 
     @property
     def running(self) -> bool:
@@ -57,9 +73,19 @@ class RedisServer:
     def start(self) -> RedisServer:
         if self.running:
             return self
+        if self.tls is None:
+            listen = ["--port", str(self.port)]
+        else:
+            listen = [
+                "--port", "0", "--tls-port", str(self.port),
+                "--tls-cert-file", str(self.tls.cert_file),
+                "--tls-key-file", str(self.tls.key_file),
+                "--tls-ca-cert-file", str(self.tls.ca_file),
+                "--tls-auth-clients", "no",
+            ]  # fmt: skip
         cmd = [
             REDIS_SERVER,
-            "--port", str(self.port),
+            *listen,
             "--bind", self.host,
             "--save", "",
             "--appendonly", "no",
@@ -96,9 +122,20 @@ class RedisServer:
         for a in args:
             b = a.encode()
             payload += b"$%d\r\n%s\r\n" % (len(b), b)
-        with socket.create_connection((self.host, self.port), timeout=timeout) as s:
+        with self._connect(timeout) as s:
             s.sendall(payload)
             return s.recv(65536)
+
+    def _connect(self, timeout: float) -> socket.socket:
+        sock = socket.create_connection((self.host, self.port), timeout=timeout)
+        if self.tls is None:
+            return sock
+        ctx = ssl.create_default_context(cafile=str(self.tls.ca_file))
+        try:
+            return ctx.wrap_socket(sock, server_hostname=self.host)
+        except OSError:
+            sock.close()
+            raise
 
     def ping(self) -> bool:
         try:
