@@ -36,11 +36,14 @@ bench: setup
 	$(PY) bench/bench_analytics.py
 
 bench-perf: setup  # issue 7: each prints a table and writes bench/results/*.json
+	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) bench/bench_scrape.py
 	$(PY) bench/bench_latency.py
 	$(PY) bench/bench_throughput.py
 	$(PY) bench/bench_shards.py
 	$(PY) bench/bench_scale.py
+	$(PY) bench/profile.py --mode raw
+	$(PY) bench/profile.py --mode exporter
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
