@@ -82,7 +82,8 @@ class Intelligence:
         self._lat_samples: dict[tuple[str, str], list[float]] = {}
         # exchange -> (monotonic time, per-bucket counts) snapshots over latency_seconds
         self._lat_snaps: dict[str, deque[tuple[float, list[int]]]] = {ex: deque() for ex in latency}
-        self._roi: dict[WindowKey, deque[tuple[float, float]]] = {}
+        # (symbol, A, B, notional) -> (sample times, net ROIs) over volatility_seconds
+        self._roi: dict[WindowKey, tuple[deque[float], deque[float]]] = {}
         # results, read by the collector and the API
         self.trends: dict[tuple[str, float], float] = {}
         self.correlation: dict[tuple[str, str], tuple[float, int]] = {}
@@ -230,9 +231,16 @@ class Intelligence:
         inputs = self.risk_inputs(key, now)
         if inputs is None:
             return None
-        depth, p99, age, stale_after = inputs
         nearest = min(self.config.notionals, key=lambda n: abs(math.log(n / notional)))
-        rois = [r for _, r in self._roi.get((*key, nearest), ())]
+        return self._risk(inputs, notional, self._roi_series((*key, nearest))[1])
+
+    def _risk(
+        self,
+        inputs: tuple[float, float | None, float, float],
+        notional: float,
+        rois: deque[float],
+    ) -> Risk:
+        depth, p99, age, stale_after = inputs
         ins = self.config.insights
         return execution_risk(
             notional,
@@ -246,23 +254,34 @@ class Intelligence:
             ins.weights,
         )
 
+    def _roi_series(self, key: WindowKey) -> tuple[deque[float], deque[float]]:
+        series = self._roi.get(key)
+        if series is None:
+            series = self._roi[key] = (deque(), deque())
+        return series
+
     def _update_risk(self, now: float) -> None:
-        horizon = self.config.insights.volatility_seconds
+        # Once per tick for every pair and notional (1,200 at 200 symbols): inputs once per
+        # pair, ROI samples kept as plain values so volatility reads them without copying.
+        cutoff = now - self.config.insights.volatility_seconds
         for key in self.market.pair_keys():
             res = self.market.pairs.get(key)
             for fill in res.fills if res else ():
-                rois = self._roi.setdefault((*key, fill.notional), deque())
                 if fill.net_roi is not None:
-                    rois.append((now, fill.net_roi))
+                    times, values = self._roi_series((*key, fill.notional))
+                    times.append(now)
+                    values.append(fill.net_roi)
+            inputs = self.risk_inputs(key, now)
             for n in self.config.notionals:
-                rois = self._roi.setdefault((*key, n), deque())
-                while rois and rois[0][0] < now - horizon:
-                    rois.popleft()
-                risk = self.risk_for(key, n, now)
-                if risk is None:
-                    self.risk.pop((*key, n), None)
+                wkey = (*key, n)
+                times, values = self._roi_series(wkey)
+                while times and times[0] < cutoff:
+                    times.popleft()
+                    values.popleft()
+                if inputs is None:
+                    self.risk.pop(wkey, None)
                 else:
-                    self.risk[(*key, n)] = risk
+                    self.risk[wkey] = self._risk(inputs, n, values)
 
     # -- correlation (worker thread) ---------------------------------------------------
     async def compute_correlation(self, now: float | None = None) -> None:
