@@ -214,7 +214,7 @@ class Exporter:
                     ),
                     tg.create_task(
                         self._every(
-                            self.config.feeds.rate_refresh_interval, self.market.flush_rates
+                            self.config.feeds.rate_refresh_interval / 2, self.market.flush_rates
                         )
                     ),
                     tg.create_task(self._every(self.config.redis.flush_interval, self.publish)),

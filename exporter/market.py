@@ -70,8 +70,9 @@ class MarketState:
         self.conversion: dict[FeedKey, BookSnapshot] = {}
         self.pairs: dict[PairKey, PairResult] = {}
         self.dirty_books: set[BookKey] = set()
-        # symbols whose conversion rate moved since their books were last evaluated
-        self._rate_dirty: set[str] = set()
+        # symbols whose conversion rate moved since their books were last evaluated, with
+        # the monotonic time of the first such move
+        self._rate_dirty: dict[str, float] = {}
         self._stale: set[FeedKey] = set()  # feeds seen stale by the last sweep
         self.windows = WindowTracker(
             config.windows.open_threshold,
@@ -185,7 +186,9 @@ class MarketState:
                 # A move of a live rate: refreshing every user at once costs ~0.2 ms per
                 # symbol (40 ms for 200 symbols, at every tick of the conversion book).
                 # Users pick the rate up at their own next update or at flush_rates().
-                self._rate_dirty.update(users)
+                now = self._clock()
+                for sym in users:
+                    self._rate_dirty.setdefault(sym, now)
             if self.on_published is not None:
                 self.on_published(snap)
             return
@@ -196,8 +199,7 @@ class MarketState:
         self._store_book(snap, changed_mono)
         if snap.crossed:
             self.feeds[(snap.exchange, snap.market)].errors[ErrorReason.CROSSED] += 1
-        if snap.symbol in self._rate_dirty:
-            self._rate_dirty.discard(snap.symbol)
+        if self._rate_dirty.pop(snap.symbol, None) is not None:
             self._refresh_symbol(snap.symbol, snap.received_at, skip=snap.exchange)
         else:
             self._evaluate_symbol(snap.symbol, snap.exchange, snap.received_at)
@@ -220,14 +222,16 @@ class MarketState:
         self._evaluate_symbol(symbol, None, now_wall)
 
     def flush_rates(self) -> None:
-        """Timer (``feeds.rate_refresh_interval``): apply conversion-rate moves to the
-        symbols no book update has refreshed since, so a quiet symbol's opportunities lag a
-        rate move by at most that interval."""
+        """Timer (every half ``feeds.rate_refresh_interval``): apply conversion-rate moves to
+        the symbols no book update has refreshed for half that interval, so a quiet symbol
+        lags a rate move by at most the interval, and a busy one is never refreshed twice."""
         if not self._rate_dirty:
             return
+        cutoff = self._clock() - self.config.feeds.rate_refresh_interval / 2
+        due = [sym for sym, since in self._rate_dirty.items() if since <= cutoff]
         wall = time.time()
-        dirty, self._rate_dirty = self._rate_dirty, set()
-        for symbol in dirty:
+        for symbol in due:
+            del self._rate_dirty[symbol]
             self._refresh_symbol(symbol, wall)
 
     def _evaluate_symbol(self, symbol: str, changed: str | None, now_wall: float) -> None:

@@ -240,10 +240,15 @@ def build_exchange(
                 return super().handle_order_book(gate, message)
 
             def _kraken_book_checksum(self, symbol: str, book: Any) -> int:
-                market = self.market(symbol)
-                pd = _decimals(market["precision"]["price"])
-                ad = _decimals(market["precision"]["amount"])
-                return kraken_checksum(book["asks"], book["bids"], pd, ad)
+                decimals = self.__dict__.setdefault("_cryptoarb_decimals", {})
+                pd_ad = decimals.get(symbol)
+                if pd_ad is None:  # once per symbol: this runs on every message
+                    precision = self.market(symbol)["precision"]
+                    pd_ad = decimals[symbol] = (
+                        _decimals(precision["price"]),
+                        _decimals(precision["amount"]),
+                    )
+                return kraken_checksum(book["asks"], book["bids"], *pd_ad)
 
         client: Any = GuardedKraken(config)
     else:

@@ -3,6 +3,7 @@
 ca = make_ca(tmp_path)
 cert, key = ca.issue(tmp_path)          # valid for localhost and 127.0.0.1
 ssl.create_default_context(cafile=ca.cert_file)
+cert, key = self_signed(tmp_path)       # its own CA (what a web-config file often holds)
 """
 
 from __future__ import annotations
@@ -102,3 +103,27 @@ def make_ca(directory: Path, stem: str = "ca") -> CertAuthority:
     cert_file = directory / f"{stem}.crt"
     cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return CertAuthority(cert_file, cert, key)
+
+
+def self_signed(directory: Path, stem: str = "tls") -> tuple[Path, Path]:
+    """A self-signed certificate for localhost / 127.0.0.1 that is its own CA:
+    ``(directory/stem.crt, directory/stem.key)``."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    san = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name("localhost"))
+        .issuer_name(_name("localhost"))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName(san), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / f"{stem}.crt", directory / f"{stem}.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    _write_key(key, key_path)
+    return cert_path, key_path
