@@ -55,6 +55,14 @@ FAULTS: list[tuple[str, dict[str, Any]]] = [
 ]
 
 
+PRINTED: list[str] = []  # what the run printed, for OUT.txt
+
+
+def say(line: str) -> None:
+    print(line, flush=True)
+    PRINTED.append(line)
+
+
 def config_data(base_url: str, redis_url: str | None, listen: str) -> dict[str, Any]:
     return {
         "exchanges": {ex: {"ccxt": ccxt_config(ex, base_url)} for ex in ("binance", "kraken")},
@@ -157,16 +165,15 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
                 if time.monotonic() > deadline:
                     raise RuntimeError("exporter not ready in 30 s")
                 await asyncio.sleep(0.5)
-            print(
+            say(
                 f"soak: {args.minutes} min, {args.rate} updates/s per market, "
-                f"fault every {args.fault_every:g} s; exporter pid {exporter.pid}",
-                flush=True,
+                f"fault every {args.fault_every:g} s; exporter pid {exporter.pid}"
             )
             header = (
                 f"{'min':>3} {'rss_mib':>8} {'msg/s':>8} {'reconn':>6} {'resync':>6} "
                 f"{'lat_mean_ms':>11} {'lat_p99_ms':>10} {'sim_lag_ms':>10} {'redis':>5}"
             )
-            print(header, flush=True)
+            say(header)
             prev = await scrape(session, url)
             t_prev = time.monotonic()
             start = t_prev
@@ -214,13 +221,12 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
                     "faults_injected": faults_injected,
                 }
                 rows.append(row)
-                print(
+                say(
                     f"{minute:>3} {row['rss_mib']:>8.2f} {row['msg_per_s']:>8.1f} "
                     f"{row['reconnects']:>6} {row['resyncs']:>6} "
                     f"{row['latency_mean_ms'] or 0:>11.2f} "
                     f"{row['latency_p99_le_ms'] or 0:>10.1f} "
-                    f"{row['sim_send_lag_mean_ms']:>10.2f} {int(row['redis_up'] or 0):>5}",
-                    flush=True,
+                    f"{row['sim_send_lag_mean_ms']:>10.2f} {int(row['redis_up'] or 0):>5}"
                 )
                 prev, t_prev = cur, t_cur
         alive = exporter.poll() is None
@@ -281,11 +287,12 @@ def main() -> int:
     summary = (f"RSS growth minute {result['rss_growth_from_minute']} -> {args.minutes}: "
                f"{result['rss_growth_mib']} MiB (limit 5); exporter exit after SIGTERM "
                f"{result['exporter_exit_code_after_sigterm']}; ok={result['ok']}")  # fmt: skip
-    print(summary, flush=True)
+    say(summary)
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+        out.with_suffix(".txt").write_text("".join(f"{line}\n" for line in PRINTED))
     return 0 if result["ok"] else 1
 
 
