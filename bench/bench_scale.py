@@ -5,7 +5,8 @@
 For each N the simulator (``--symbols N``, fixed rate ``--rate`` updates/s per market, core 0)
 serves N symbols on Binance and Kraken (+ the USDT/USD conversion book): 2N+1 markets, each with
 its own ccxt client and socket in the exporter (bench/client.py exporter, core 1, Redis on,
-/metrics scraped every second). After every feed is live and a warm-up, over ``--measure``
+/metrics scraped every ``--scrape-interval`` s, 5 by default as in prometheus/prometheus.yml).
+After every feed is live and a warm-up, over ``--measure``
 seconds: exporter CPU (share of one core), RSS, the simulator's send lag, and the client's
 backlog (messages sent but not yet handled, in seconds of traffic).
 """
@@ -43,7 +44,7 @@ def measure_n(args: argparse.Namespace, n: int, redis: Redis) -> dict[str, Any]:
         t = time.time()
         client.wait_live(timeout=300)
         startup = time.time() - t
-        scraper = Scraper(f"http://127.0.0.1:{port}/metrics", 1.0)
+        scraper = Scraper(f"http://127.0.0.1:{port}/metrics", args.scrape_interval)
         time.sleep(args.warm)
         sim.post("/control/counters/reset")
         r0, c0, t0 = client.report(), cpu_seconds(client.pid), time.time()
@@ -85,6 +86,9 @@ def main() -> None:
     p.add_argument("--measure", type=float, default=10.0)
     p.add_argument("--sim-cpus", default="0")
     p.add_argument("--client-cpus", default="1")
+    p.add_argument(
+        "--scrape-interval", type=float, default=5.0, help="s (prometheus/prometheus.yml: 5)"
+    )
     args = p.parse_args()
     started = time.time()
     redis = Redis()
@@ -106,7 +110,8 @@ def main() -> None:
     headers = ["N", "markets", "msg/s", "CPU", "RSS MB", "send lag ms", "backlog ms",
                "scrape ms", "startup s", "<70% & <100ms"]  # fmt: skip
     print(table(headers, rows))
-    path = write_results("scale", {"rate_per_market": args.rate, "runs": figures}, started)
+    settings = {"rate_per_market": args.rate, "scrape_interval_s": args.scrape_interval}
+    path = write_results("scale", {**settings, "runs": figures}, started)
     print(f"results: {path}")
 
 

@@ -25,7 +25,7 @@ from exporter.feeds.stats import FeedStats, LatencyHistogram
 from exporter.feeds.supervisor import ExchangeFeeds, FeedSettings
 from exporter.intelligence import Intelligence, IntelligenceCollector
 from exporter.market import FeedKey, MarketState
-from exporter.memory import TRIM_INTERVAL, malloc_trimmer
+from exporter.memory import TRIM_INTERVAL, collect_and_trim, malloc_trimmer
 from exporter.model import BookSnapshot, BookStatus, CloseReason, label_number
 from exporter.server import HttpServer
 from exporter.sharding import apply_shard
@@ -221,9 +221,9 @@ class Exporter:
                     tg.create_task(self.intel.run(), name="intelligence"),
                     tg.create_task(self._freeze_heap_after_startup()),
                 ]
-                trim = malloc_trimmer()
-                if trim is not None:
-                    timers.append(tg.create_task(self._every(TRIM_INTERVAL, trim)))
+                timers.append(
+                    tg.create_task(self._every(TRIM_INTERVAL, collect_and_trim(malloc_trimmer())))
+                )
                 if started is not None:
                     await started(self)
                 await self._stopping.wait()
