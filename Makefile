@@ -40,10 +40,11 @@ bench-perf: setup  # issue 7: each prints a table and writes bench/results/*.jso
 	$(PY) bench/bench_scrape.py
 	$(PY) bench/bench_latency.py
 	$(PY) bench/bench_throughput.py
-	$(PY) bench/bench_shards.py
+	$(PY) bench/bench_shards.py --symbols 50 --rate 1200
 	$(PY) bench/bench_scale.py
 	$(PY) bench/profile.py --mode raw
 	$(PY) bench/profile.py --mode exporter
+	$(PY) bench/profile.py --mode exporter --symbols 200 --rate 10
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
