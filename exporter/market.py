@@ -168,24 +168,18 @@ class MarketState:
         if snap.symbol not in self.symbols:
             conv = (snap.exchange, snap.market)
             last = self.conversion.get(conv)
-            # Refresh dependants only when the rate can have moved: a new top of book, or
-            # the book coming back from stale/down (most conversion updates touch depth only).
-            same_top = (
-                last is not None
-                and last.best_bid == snap.best_bid
-                and last.best_ask == snap.best_ask
-                and self.status(*conv) is BookStatus.LIVE
-            )
-            came_back = last is None or self.status(*conv) is not BookStatus.LIVE
+            live = last is not None and self.status(*conv) is BookStatus.LIVE
             self.conversion[conv] = snap
-            users = () if same_top else self._conv_users.get(conv, ())
-            if came_back:
+            users = self._conv_users.get(conv, ())
+            if last is None or not live:
+                # The rate was unknown (first book, back from stale/down): apply it at once.
                 for sym in users:
                     self._refresh_symbol(sym, snap.received_at)
-            else:
-                # A move of a live rate: refreshing every user at once costs ~0.2 ms per
-                # symbol (40 ms for 200 symbols, at every tick of the conversion book).
-                # Users pick the rate up at their own next update or at flush_rates().
+            elif (last.best_bid, last.best_ask) != (snap.best_bid, snap.best_ask):
+                # A move of a live rate (most updates touch depth only and move nothing).
+                # Refreshing every user at once costs ~0.2 ms per symbol (40 ms for 200
+                # symbols, at every tick of the conversion book): users pick the rate up at
+                # their own next update or at flush_rates().
                 now = self._clock()
                 for sym in users:
                     self._rate_dirty.setdefault(sym, now)
