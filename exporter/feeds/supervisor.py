@@ -415,6 +415,11 @@ class ExchangeFeeds:
 
         def on_rejected(reason: ErrorReason, detail: str) -> None:
             stats.errors[reason] += 1
+            if reason is not ErrorReason.UNKNOWN_SYMBOL:
+                # The book missed an update. clients.py also rejects the pending watch, but
+                # when the frame lands between two watches there is none: rebuild at the
+                # next watch return instead (seen as a 5 s wait for a reconnect in tests).
+                client.cryptoarb_malformed = f"{reason}: {detail}"
             self._warn.warning(
                 (self.exchange_id, reason),
                 "%s %s: frame skipped: %s: %s",
