@@ -89,11 +89,25 @@ def _not_live(exp: Exporter) -> set[tuple[str, str]]:
     return out
 
 
+def _updated_since(exp: Exporter, key: tuple[str, str], since: float) -> bool:
+    """Whether the book (and its conversion book) got an update after ``since``: it was live
+    then, between two polls, even if both polls saw it down (a reconnect storm flaps books
+    faster than the watchdog polls, and a scrape is rendered over several loop steps)."""
+    ex, symbol = key
+    m = exp.market
+    rec = m.books.get(key)
+    if rec is None or rec.snapshot.received_mono <= since:
+        return False
+    ref = m._conversion_ref(symbol, m.symbols[symbol][ex])
+    conv = m.conversion.get(ref) if ref is not None else None
+    return ref is None or (conv is not None and conv.received_mono > since)
+
+
 @dataclass
 class Watchdog:
     """Scrapes /metrics every ``interval`` s and records violations: an ROI sample or an open
     window for a pair with a book that was not live before and after the scrape (windows get
-    one sweep interval of grace, the sweep closes them)."""
+    two sweep intervals of grace from the book's last update, the sweep closes them)."""
 
     exp: Exporter
     interval: float = 0.1
@@ -112,7 +126,9 @@ class Watchdog:
                 before = _not_live(self.exp)
                 now = time.monotonic()
                 for key in before:
-                    self._since.setdefault(key, now)
+                    since = self._since.setdefault(key, now)
+                    if _updated_since(self.exp, key, since):
+                        self._since[key] = now  # it was live in between: grace starts again
                 for key in list(self._since):
                     if key not in before:
                         del self._since[key]
