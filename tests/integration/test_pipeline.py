@@ -195,7 +195,10 @@ async def test_ticker_keys_symbols_set_and_ttl(
     r = redis.Redis.from_url(redis_server.url, decode_responses=True)
     async with running_exporter(sim_config(sim.base_url, redis_server.url)) as exp:
         await wait_for(lambda: all_live(exp), timeout=15)
-        await wait_for(lambda: r.exists("ticker:kraken:ETH/USD"), timeout=5, what="ticker key")
+        # Books go live one by one and tickers are flushed on a timer: wait for each key.
+        keys = ["ticker:binance:BTC/USD", "ticker:kraken:ETH/USD"]
+        await wait_for(lambda: r.exists(*keys) == len(keys), timeout=5, what="ticker keys")
+        await wait_for(lambda: r.smembers("symbols") == {"BTC/USD", "ETH/USD"}, timeout=5)
         ticker = json.loads(r.get("ticker:binance:BTC/USD") or "{}")
         for field in ("exchange", "symbol", "bid", "ask", "bid_depth", "ask_depth", "depth",
                       "latency", "timestamp", "received_at", "bids", "asks"):  # fmt: skip
@@ -205,7 +208,6 @@ async def test_ticker_keys_symbols_set_and_ttl(
         assert set(ticker["depth"]) == {"0.001", "0.005", "0.01"}
         ttl = r.pttl("ticker:binance:BTC/USD")
         assert 0 < ttl <= 3 * exp.config.feeds.stale_after * 1000
-        assert r.smembers("symbols") == {"BTC/USD", "ETH/USD"}
 
 
 async def test_redis_outage_loses_no_window_entry(

@@ -286,9 +286,10 @@ async def test_redis_over_tls_with_password_and_ca_in_the_url(
     with SimulatorProcess(seed=5, rate=10) as sim:
         async with running_exporter(sim_config(sim.base_url, good)) as exp:
             await wait_for(lambda: all_live(exp), timeout=15, what="books live")
-            await wait_for(lambda: r.exists("ticker:kraken:ETH/USD"), timeout=5, what="ticker")
+            # Books go live one by one and tickers are flushed on a timer: wait for each key.
+            keys = ["ticker:binance:BTC/USD", "ticker:kraken:ETH/USD"]
+            await wait_for(lambda: r.exists(*keys) == len(keys), timeout=5, what="tickers")
             await wait_for(lambda: r.smembers("symbols") == {"BTC/USD", "ETH/USD"}, timeout=5)
-            assert r.exists("ticker:binance:BTC/USD")
             base = f"http://127.0.0.1:{exp.server.bound_port}"
             assert "cryptoarb_redis_up 1.0" in (await get(base + "/metrics"))[2]
     r.close()
