@@ -80,6 +80,7 @@ def alert_entry(alert: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
 class AlertWebhook:
     def __init__(self, config: WebhookConfig, sink: LogSink) -> None:
         self.token = read_token(config.token_file)
+        self.max_body = config.max_body_bytes  # enforced by the server's client_max_size
         self.sink = sink
 
     def routes(self) -> list[web.RouteDef]:
@@ -101,8 +102,14 @@ class AlertWebhook:
             )
         try:
             body = await request.json()
+        except web.HTTPRequestEntityTooLarge as err:
+            # aiohttp's reason names no setting; point the operator at the one to raise.
+            raise web.HTTPRequestEntityTooLarge(
+                max_size=self.max_body,
+                reason=f"body too large: over webhook.max_body_bytes ({self.max_body})",
+            ) from err
         except web.HTTPException:
-            raise  # 413 from client_max_size
+            raise
         except ValueError as err:
             raise web.HTTPBadRequest(reason="body is not JSON") from err
         alerts = body.get("alerts") if isinstance(body, dict) else None
