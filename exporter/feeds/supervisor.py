@@ -208,6 +208,10 @@ class MarketFeed:
                 if reason in (ErrorReason.CHECKSUM, ErrorReason.SEQUENCE_GAP):
                     self.stats.resyncs += 1
                     self.stats.status = BookStatus.RESYNCING
+                elif isinstance(exc, Silent):
+                    # Quiet, not unreachable: a halted or illiquid market must read stale
+                    # while it is re-snapshotted, not page as a feed that is down.
+                    self.stats.status = BookStatus.STALE
                 else:
                     self.stats.status = BookStatus.DOWN
                 retry_after = _retry_after(exc, reason, client)
@@ -272,13 +276,18 @@ async def _watch_once(client: Any, market: str, depth: int, timeout: float) -> A
         raise
     if not done:
         _abandon(task)
-        raise TimeoutError(f"no update for {timeout:g}s")
+        raise Silent(f"no update for {timeout:g}s")
     return task.result()
 
 
 def _abandon(task: asyncio.Future[Any]) -> None:
     task.cancel()
     task.add_done_callback(_consume)
+
+
+class Silent(TimeoutError):
+    """No update within the watch timeout: a stalled stream or a dead receive loop, which
+    look the same from here; the caller reconnects and the book reads stale meanwhile."""
 
 
 class _BadBook(ccxt_errors.BadResponse):  # type: ignore[misc]
