@@ -26,7 +26,6 @@ from tests.support.exporter import (
     ExporterProcess,
     all_live,
     running_exporter,
-    sim_config,
     sim_config_data,
     wait_for,
 )
@@ -336,17 +335,21 @@ def _ready(url: str) -> bool:
 
 async def test_freeze_compare_helper_detects_a_wrong_book(sim: SimulatorProcess) -> None:
     """The ground-truth comparison used everywhere above must be able to fail."""
-    async with running_exporter(sim_config(sim.base_url)) as exp:
+    # A watch times out after stale_after of quiet and the reconnect's snapshot replaces the
+    # tampered book with the truth: with 1 s that could land before the 0.5 s comparison
+    # below gave up (freeze, settle and the synchronous control calls eat the margin).
+    async with running_exporter(config(sim.base_url, stale_after=5.0)) as exp:
         await wait_for(lambda: all_live(exp), timeout=20)
         key = ("kraken", "BTC/USD")
         sim.freeze()
         try:
-            await asyncio.sleep(0.2)  # the last frames arrive; a reconnect needs 1 s of quiet
+            await asyncio.sleep(0.5)  # the last frames arrive; a reconnect needs 5 s of quiet
             rec = exp.market.books[key]
             bad = (rec.snapshot.bids[0][0] + 1.0, rec.snapshot.bids[0][1])
             snap = dataclasses.replace(rec.snapshot, bids=(bad, *rec.snapshot.bids[1:]))
             exp.market.books[key] = dataclasses.replace(rec, snapshot=snap)
-            with pytest.raises(AssertionError, match="ground truth"):
+            # The tampered book is the one that fails, not any book still settling.
+            with pytest.raises(AssertionError, match="kraken BTC/USD equal to ground truth"):
                 await freeze_and_compare(exp, sim, timeout=0.5)
         finally:
             sim.unfreeze()
