@@ -19,6 +19,7 @@ import pytest
 import redis
 
 from exporter.app import Exporter
+from exporter.config import parse
 from tests.support.exporter import (
     ExporterProcess,
     all_live,
@@ -97,11 +98,16 @@ def independent_net_profit(
 async def test_exported_net_roi_equals_independent_computation_on_ground_truth(
     sim: SimulatorProcess,
 ) -> None:
-    async with running_exporter(sim_config(sim.base_url)) as exp:
+    # The books must stay live while the simulator is frozen: with stale_after 1 s, the
+    # settle, five synchronous ground-truth reads and the scrape could outlast it (a book's
+    # last frame may predate the freeze by 0.15 s) and no ROI would be exported.
+    data = sim_config_data(sim.base_url)
+    data["feeds"]["stale_after"] = 5.0
+    async with running_exporter(parse(data, "test", environ={})) as exp:
         await wait_for(lambda: all_live(exp), timeout=15, what="all live")
         sim.freeze()
         try:
-            await asyncio.sleep(0.5)  # let the last frames arrive; the books stay live (1 s)
+            await asyncio.sleep(0.5)  # let the last frames arrive; the books stay live (5 s)
             truth = {
                 (ex, m): sim.book(ex, m, depth=100)
                 for ex, m in [*exp.feed_stats, ("kraken", "USDT/USD")]
