@@ -6,6 +6,7 @@ truth, 400s) and ``arb-exporter status``."""
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import shutil
 import subprocess
@@ -104,9 +105,12 @@ async def test_history_rows_correlation_matrix_and_refill_after_restart(
         times = [float(f["time"]) for f in rows]
         assert times == sorted(times)
 
-        # a reference time whose window is complete (the loaded machine may delay rows)
+        # a reference time whose window is complete (the loaded machine may delay rows) and
+        # in a second that is over: the matrix keeps each second's last row, so a row the
+        # exporter adds later in the same second (before it stops) would reach Redis and the
+        # refilled matrix but not `before`
         def full_window_time() -> float | None:
-            t = time.time() - 0.5
+            t = math.floor(time.time()) - 0.5
             return t if len(matrix_at(exp, t)) == 3 else None
 
         t_ref = await wait_for(full_window_time, timeout=10, what="a full window")
