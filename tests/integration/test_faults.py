@@ -311,6 +311,8 @@ def test_sigterm_under_load_closes_windows_and_exits_zero(redis_server: RedisSer
                 assert time.monotonic() < deadline, proc.log()
                 time.sleep(0.2)
             time.sleep(2)  # a few thousand updates in flight
+            # Signal only with all 8 windows open (a book between reconnects has none).
+            proc.wait_open_windows(8)
             t0 = time.monotonic()
             proc.signal(signal.SIGTERM)
             assert proc.wait(timeout=10) == 0, proc.log()

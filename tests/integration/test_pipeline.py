@@ -290,7 +290,8 @@ def test_sigterm_closes_windows_flushes_and_exits_zero_within_10s(
         while not ready():
             assert time.monotonic() < deadline, proc.log()
             time.sleep(0.1)
-        # threshold -5 %: every direction is an open window right now
+        # threshold -5 %: every direction is an open window once its pair is evaluated
+        proc.wait_open_windows(2 * 2 * 2)  # 2 symbols x 2 directions x 2 notionals
         proc.signal(signal.SIGTERM)
         t0 = time.monotonic()
         assert proc.wait(timeout=10) == 0, proc.log()

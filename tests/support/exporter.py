@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -132,6 +133,26 @@ class ExporterProcess:
     def wait(self, timeout: float) -> int:
         assert self.proc is not None
         return self.proc.wait(timeout)
+
+    def open_windows(self) -> float:
+        """Sum of ``cryptoarb_window_open`` on /metrics (-1 when it cannot be scraped)."""
+        try:
+            with urllib.request.urlopen(self.url + "/metrics", timeout=2) as resp:
+                text = resp.read().decode()
+        except OSError:
+            return -1
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("cryptoarb_window_open{")
+        )
+
+    def wait_open_windows(self, count: int, timeout: float = 20) -> None:
+        """Block until exactly ``count`` windows are open (every book live and evaluated)."""
+        deadline = time.monotonic() + timeout
+        while (seen := self.open_windows()) != count:
+            assert time.monotonic() < deadline, f"{seen} windows open, not {count}\n{self.log()}"
+            time.sleep(0.1)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
