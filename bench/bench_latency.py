@@ -104,8 +104,9 @@ def main() -> None:
     if at2k:
         verdict = "met" if at2k["p99_ms"] < 10 else "MISSED"
         print(f"\ntarget: p99 < 10 ms at 2000 msg/s -> {at2k['p99_ms']:.2f} ms, {verdict}")
+    name = "latency_uvloop" if args.uvloop else "latency"  # keep the default run's results
     path = write_results(
-        "latency", {"rates": figures, "uvloop": args.uvloop, "target_p99_ms_at_2000": 10}, started
+        name, {"rates": figures, "uvloop": args.uvloop, "target_p99_ms_at_2000": 10}, started
     )
     print(f"results: {path}")
 

@@ -212,7 +212,7 @@ def main() -> None:
     if a:
         print(f"\ntarget: B/A >= 0.80 -> saturation {b / a:.2f}, CPU-derived {ca / cb:.2f}")
     path = write_results(
-        "throughput",
+        "throughput_uvloop" if args.uvloop else "throughput",  # keep the default run's results
         {
             "markets": markets,
             "criterion": "send lag < 100 ms and client backlog < 100 ms over the window",
