@@ -154,8 +154,9 @@ class Exporter:
             "timestamp": int(snap.exchange_ts * 1000) if snap.exchange_ts is not None else None,
             "received_at": int(snap.received_at * 1000),
             "status": str(self.market.status(exchange, snap.market)),
-            "bids": [list(lv) for lv in snap.bids[:TICKER_LEVELS]],
-            "asks": [list(lv) for lv in snap.asks[:TICKER_LEVELS]],
+            # Immutable tuples, encoded as JSON arrays at flush time (no per-level copy here).
+            "bids": snap.bids[:TICKER_LEVELS],
+            "asks": snap.asks[:TICKER_LEVELS],
         }
 
     def publish(self) -> None:
@@ -183,10 +184,18 @@ class Exporter:
     async def _freeze_heap_after_startup(self, delay: float = 15.0) -> None:
         """Move what survived startup (ccxt clients and markets, config) out of the cyclic
         GC's reach: full collections then scan only newer objects, which keeps their pauses
-        (measured 50-70 ms on a 10k-series state) from stalling feeds and scrapes."""
+        (measured 50-70 ms on a 10k-series state) from stalling feeds and scrapes.
+
+        Only the young generations are collected first: a full collection here stalled the
+        feeds ~85 ms (270k objects) to find ~80 unreachable ones, which stay frozen instead."""
         await asyncio.sleep(delay)
-        gc.collect()
+        t0 = time.perf_counter()
+        found = gc.collect(1)
         gc.freeze()
+        log.info(
+            "heap frozen after startup: %d objects (%d unreachable collected) in %.0f ms",
+            gc.get_freeze_count(), found, (time.perf_counter() - t0) * 1000,
+        )  # fmt: skip
 
     # -- lifecycle ---------------------------------------------------------------------
     def stop(self) -> None:
