@@ -9,6 +9,9 @@ its own ccxt client and socket in the exporter (bench/client.py exporter, core 1
 After every feed is live and a warm-up, over ``--measure``
 seconds: exporter CPU (share of one core), RSS, the simulator's send lag, and the client's
 backlog (messages sent but not yet handled, in seconds of traffic).
+
+``--raw`` runs a bare ccxt.pro loop (bench/client.py raw) on the same markets instead: the
+CPU that ccxt.pro alone needs, the floor under the exporter's figure.
 """
 
 from __future__ import annotations
@@ -34,17 +37,19 @@ from common import (
 def measure_n(args: argparse.Namespace, n: int, redis: Redis) -> dict[str, Any]:
     sim = Sim(args.sim_cpus, n, args.rate)
     port = free_port()
-    client = Client(
-        args.client_cpus,
-        ["exporter", "--base-url", sim.base_url, "--symbols", str(n), "--redis", redis.url,
-         "--port", str(port)],
-    )  # fmt: skip
+    if args.raw:
+        cmd = ["raw", "--base-url", sim.base_url, "--symbols", str(n)]
+    else:
+        cmd = ["exporter", "--base-url", sim.base_url, "--symbols", str(n), "--redis", redis.url,
+               "--port", str(port)]  # fmt: skip
+    client = Client(args.client_cpus, cmd)
     scraper = None
     try:
         t = time.time()
         client.wait_live(timeout=300)
         startup = time.time() - t
-        scraper = Scraper(f"http://127.0.0.1:{port}/metrics", args.scrape_interval)
+        if not args.raw:
+            scraper = Scraper(f"http://127.0.0.1:{port}/metrics", args.scrape_interval)
         time.sleep(args.warm)
         sim.post("/control/counters/reset")
         r0, c0, t0 = client.report(), cpu_seconds(client.pid), time.time()
@@ -68,8 +73,10 @@ def measure_n(args: argparse.Namespace, n: int, redis: Redis) -> dict[str, Any]:
             "backlog_ms": round(backlog * 1000, 1),
             "live": f"{r1['live']}/{r1['feeds']}",
             "startup_s": round(startup, 1),
-            "scrape_ms_median": round(median(scraper.times) * 1000, 1) if scraper.times else None,
-            "scrape_bytes": scraper.sizes[-1] if scraper.sizes else None,
+            "scrape_ms_median": round(median(scraper.times) * 1000, 1)
+            if scraper and scraper.times
+            else None,
+            "scrape_bytes": scraper.sizes[-1] if scraper and scraper.sizes else None,
         }
     finally:
         if scraper is not None:
@@ -87,6 +94,10 @@ def main() -> None:
     p.add_argument("--measure", type=float, default=10.0)
     p.add_argument("--sim-cpus", default="0")
     p.add_argument("--client-cpus", default="1")
+    p.add_argument(
+        "--raw", action="store_true",
+        help="a bare ccxt.pro loop on the same markets instead (the floor; scale_raw.json)",
+    )  # fmt: skip
     p.add_argument(
         "--scrape-interval", type=float, default=5.0, help="s (prometheus/prometheus.yml: 5)"
     )
@@ -112,7 +123,10 @@ def main() -> None:
                "scrape ms", "startup s", "<70% & <100ms"]  # fmt: skip
     print(table(headers, rows))
     settings = {"rate_per_market": args.rate, "scrape_interval_s": args.scrape_interval}
-    path = write_results("scale", {**settings, "runs": figures}, started)
+    settings["client"] = "raw ccxt.pro" if args.raw else "exporter"
+    path = write_results(
+        "scale_raw" if args.raw else "scale", {**settings, "runs": figures}, started
+    )
     print(f"results: {path}")
 
 
