@@ -42,9 +42,13 @@ bench-perf: setup  # issue 7: each prints a table and writes bench/results/*.jso
 	$(PY) bench/bench_throughput.py
 	$(PY) bench/bench_shards.py --symbols 50 --rate 1200
 	$(PY) bench/bench_scale.py
+	$(PY) bench/bench_scale.py --raw
 	$(PY) bench/profile.py --mode raw
 	$(PY) bench/profile.py --mode exporter
 	$(PY) bench/profile.py --mode exporter --symbols 200 --rate 10
+	$(PY) bench/profile.py --mode exporter --symbols 50 --rate 10 --seconds 20
+	$(PY) bench/bench_latency.py --uvloop
+	$(PY) bench/bench_throughput.py --uvloop --no-search --reps 3
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
