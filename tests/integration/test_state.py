@@ -157,7 +157,9 @@ async def test_history_bounded_and_read_history(
     rows = await w.read_history("BTC/USDT", limit=5)
     assert [row["time"] for row in rows] == [1995.0, 1996.0, 1997.0, 1998.0, 1999.0]
     assert rows[-1]["net_profit"] is None and rows[-1]["spread"] == 0.0999
-    assert rows[0]["stream_id"] < rows[-1]["stream_id"]
+    # Stream IDs are "<ms>-<seq>": compare as numbers ("...-97" > "...-101" as strings).
+    ids = [tuple(map(int, row["stream_id"].split("-"))) for row in rows]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
     assert len(await w.read_history("BTC/USDT")) == n
     assert await w.read_history("BTC/USDT", since=time.time() + 60) == []
     assert await w.read_history("XRP/USDT") == []
