@@ -108,8 +108,6 @@ class AlertWebhook:
                 max_size=self.max_body,
                 reason=f"body too large: over webhook.max_body_bytes ({self.max_body})",
             ) from err
-        except web.HTTPException:
-            raise
         except ValueError as err:
             raise web.HTTPBadRequest(reason="body is not JSON") from err
         alerts = body.get("alerts") if isinstance(body, dict) else None
