@@ -26,6 +26,7 @@ from tests.support.exporter import (
     ExporterProcess,
     all_live,
     running_exporter,
+    sim_config,
     sim_config_data,
     wait_for,
 )
@@ -46,11 +47,7 @@ def sim() -> Iterator[SimulatorProcess]:
 
 
 def config(base_url: str, redis_url: str | None = None, **feeds: Any) -> Any:
-    data = sim_config_data(base_url, redis_url, windows=ALWAYS_OPEN)
-    data["feeds"].update(feeds)
-    from exporter.config import parse
-
-    return parse(data, "test", environ={})
+    return sim_config(base_url, redis_url, feeds, windows=ALWAYS_OPEN)
 
 
 async def scrape(exp: Exporter, path: str = "/metrics") -> tuple[int, str]:

@@ -48,18 +48,17 @@ def sim() -> Iterator[SimulatorProcess]:
 
 
 def intel_config(base_url: str, redis_url: str | None) -> dict[str, Any]:
-    data = sim_config_data(
+    return sim_config_data(
         base_url,
         redis_url,
+        # books stay live (3 s) while a test freezes the simulator to read ground truth
+        feeds={"stale_after": 3.0},
         symbols=SYMBOLS,
         reference={"notional": 1000, "pair": ["binance", "kraken"]},
         history={"interval": 0.25, "maxlen": 1000},
         correlation={"window_seconds": 4, "interval": 0.5, "symbols": 3},
         trend_windows=TREND_WINDOWS,
     )
-    # books stay live (3 s) while a test freezes the simulator to read ground truth
-    data["feeds"]["stale_after"] = 3.0
-    return data
 
 
 def _parse(data: dict[str, Any]) -> Any:

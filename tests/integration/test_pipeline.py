@@ -19,7 +19,6 @@ import pytest
 import redis
 
 from exporter.app import Exporter
-from exporter.config import parse
 from tests.support.exporter import (
     ExporterProcess,
     all_live,
@@ -101,9 +100,7 @@ async def test_exported_net_roi_equals_independent_computation_on_ground_truth(
     # The books must stay live while the simulator is frozen: with stale_after 1 s, the
     # settle, five synchronous ground-truth reads and the scrape could outlast it (a book's
     # last frame may predate the freeze by 0.15 s) and no ROI would be exported.
-    data = sim_config_data(sim.base_url)
-    data["feeds"]["stale_after"] = 5.0
-    async with running_exporter(parse(data, "test", environ={})) as exp:
+    async with running_exporter(sim_config(sim.base_url, feeds={"stale_after": 5.0})) as exp:
         await wait_for(lambda: all_live(exp), timeout=15, what="all live")
         sim.freeze()
         try:

@@ -36,8 +36,16 @@ SYMBOLS = {
 }
 
 
-def sim_config_data(base_url: str, redis_url: str | None = None, **sections: Any) -> dict[str, Any]:
-    """A config dict for the simulator with short timeouts (stale_after 1 s, backoff <= 1 s)."""
+def sim_config_data(
+    base_url: str,
+    redis_url: str | None = None,
+    feeds: dict[str, Any] | None = None,
+    **sections: Any,
+) -> dict[str, Any]:
+    """A config dict for the simulator with short timeouts (stale_after 1 s, backoff <= 1 s).
+
+    ``feeds`` is merged into those defaults (e.g. a longer stale_after for a test that freezes
+    the simulator); any other section given replaces the default one."""
     data: dict[str, Any] = {
         "exchanges": {ex: {"ccxt": ccxt_config(ex, base_url)} for ex in ("binance", "kraken")},
         "symbols": SYMBOLS,
@@ -53,12 +61,18 @@ def sim_config_data(base_url: str, redis_url: str | None = None, **sections: Any
         "redis": {"url": redis_url, "flush_interval": 0.05},
         "web": {"listen_address": f"127.0.0.1:{free_port()}"},
     }
+    data["feeds"].update(feeds or {})
     data.update(sections)
     return data
 
 
-def sim_config(base_url: str, redis_url: str | None = None, **sections: Any) -> Config:
-    return parse(sim_config_data(base_url, redis_url, **sections), "test", environ={})
+def sim_config(
+    base_url: str,
+    redis_url: str | None = None,
+    feeds: dict[str, Any] | None = None,
+    **sections: Any,
+) -> Config:
+    return parse(sim_config_data(base_url, redis_url, feeds, **sections), "test", environ={})
 
 
 async def wait_for(
