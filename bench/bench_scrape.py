@@ -27,7 +27,7 @@ from common import median, table, write_results
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from synthetic import SyntheticState
 
-from exporter.exposition import Exposition
+from exporter.http.exposition import Exposition
 from exporter.model import label_number
 
 SERIES_PER_SYMBOL = 113  # measured: see SyntheticState.series()

@@ -31,7 +31,7 @@ from prometheus_client.parser import text_string_to_metric_families
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from exporter.procs import RedisProcess, SimulatorProcess, free_port  # noqa: E402
+from exporter.devstack.procs import RedisProcess, SimulatorProcess, free_port  # noqa: E402
 from exporter.simulator.endpoints import ccxt_config  # noqa: E402
 
 SYMBOLS = {
@@ -79,7 +79,7 @@ def config_data(base_url: str, redis_url: str | None, listen: str) -> dict[str, 
 def start_exporter(cfg: Path, log_path: Path) -> subprocess.Popen[bytes]:
     with open(log_path, "wb") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "exporter.cli", "run", "--config.file", str(cfg)],
+            [sys.executable, "-m", "exporter.cli.main", "run", "--config.file", str(cfg)],
             cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
 

@@ -17,10 +17,10 @@ from prometheus_client import (
     disable_created_metrics,
 )
 
-from exporter.collector import MarketCollector
 from exporter.config import Config, parse
 from exporter.feeds.stats import FeedStats, LatencyHistogram
-from exporter.market import MarketState
+from exporter.http.collector import MarketCollector
+from exporter.market.state import MarketState
 from exporter.model import BookSnapshot, BookStatus
 
 

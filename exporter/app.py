@@ -18,20 +18,20 @@ from prometheus_client import (
     disable_created_metrics,
 )
 
-from exporter.api import api_routes
-from exporter.collector import MarketCollector
 from exporter.config import Config
 from exporter.feeds.stats import FeedStats, LatencyHistogram
 from exporter.feeds.supervisor import ExchangeFeeds, FeedSettings
-from exporter.intelligence import Intelligence, IntelligenceCollector
-from exporter.market import FeedKey, MarketState
+from exporter.http.api import api_routes
+from exporter.http.collector import MarketCollector
+from exporter.http.server import HttpServer
+from exporter.http.webconfig import WebConfigFile
+from exporter.http.webhook import AlertWebhook
+from exporter.market.intelligence import Intelligence, IntelligenceCollector
+from exporter.market.state import FeedKey, MarketState
 from exporter.memory import TRIM_INTERVAL, collect_and_trim, malloc_trimmer
 from exporter.model import BookSnapshot, BookStatus, CloseReason, label_number
-from exporter.server import HttpServer
 from exporter.sharding import apply_shard
-from exporter.state import StateWriter
-from exporter.webconfig import WebConfigFile
-from exporter.webhook import AlertWebhook
+from exporter.store.writer import StateWriter
 
 log = logging.getLogger(__name__)
 

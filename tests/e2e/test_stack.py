@@ -27,7 +27,7 @@ import aiohttp
 import pytest
 
 from exporter.app import Exporter
-from exporter.observability import ObservabilityStack
+from exporter.devstack.observability import ObservabilityStack
 from tests.observability import dashboards as dsh
 from tests.support.exporter import all_live, running_exporter, sim_config, wait_for
 from tests.support.redis_server import RedisServer

@@ -20,8 +20,8 @@ import pytest
 import redis
 
 from exporter.app import Exporter
+from exporter.devstack.procs import free_port
 from exporter.model import BookStatus, ErrorReason
-from exporter.procs import free_port
 from tests.support.exporter import (
     ExporterProcess,
     all_live,

@@ -133,7 +133,7 @@ async def test_history_rows_correlation_matrix_and_refill_after_restart(
 async def _status(*args: str) -> str:
     env = dict(os.environ, COLUMNS="220", TERM="dumb")
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "exporter.cli", "status", *args,
+        sys.executable, "-m", "exporter.cli.main", "status", *args,
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
     out, err = await asyncio.wait_for(proc.communicate(), 30)
@@ -287,17 +287,17 @@ async def test_api_metrics_and_status_view(
 
 
 async def test_status_exit_codes_for_an_unreachable_exporter_and_a_bad_config() -> None:
-    from exporter.procs import free_port
+    from exporter.devstack.procs import free_port
 
     env = dict(os.environ)
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "exporter.cli", "status", "--url", f"http://127.0.0.1:{free_port()}",
+        sys.executable, "-m", "exporter.cli.main", "status", "--url", f"http://127.0.0.1:{free_port()}",
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
     _out, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 1 and b"not reachable" in err
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "exporter.cli", "status", "--config.file", "/nonexistent.yaml",
+        sys.executable, "-m", "exporter.cli.main", "status", "--config.file", "/nonexistent.yaml",
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
     _out, err = await asyncio.wait_for(proc.communicate(), 30)

@@ -21,12 +21,12 @@ import redis
 import yaml
 
 from exporter.app import Exporter
+from exporter.cli.status import PASSWORD_ENV
 from exporter.config import ConfigError
-from exporter.procs import free_port
-from exporter.status import PASSWORD_ENV
-from exporter.webconfig import WebConfigFile, client_settings, hash_password
-from exporter.webconfig import load as load_web_config
-from exporter.webconfig import parse as parse_web_config
+from exporter.devstack.procs import free_port
+from exporter.http.webconfig import WebConfigFile, client_settings, hash_password
+from exporter.http.webconfig import load as load_web_config
+from exporter.http.webconfig import parse as parse_web_config
 from tests.support.exporter import (
     ROOT,
     all_live,
@@ -132,7 +132,7 @@ async def run_status(*args: str, **env: str) -> tuple[int, str, str]:
     """``arb-exporter status ARGS`` as a subprocess: (exit code, stdout, stderr)."""
     environ = {k: v for k, v in os.environ.items() if k != PASSWORD_ENV}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "exporter.cli", "status", *args,
+        sys.executable, "-m", "exporter.cli.main", "status", *args,
         cwd=ROOT, env={**environ, "COLUMNS": "200", "TERM": "dumb", **env},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
@@ -233,7 +233,7 @@ def test_cli_run_exits_2_on_a_bad_web_config(tmp_path: Path) -> None:
     web = tmp_path / "web.yml"
     web.write_text("basic_auth_users: {alice: nope}\n")
     res = subprocess.run(
-        [sys.executable, "-m", "exporter.cli", "run", "--config.file", str(cfg),
+        [sys.executable, "-m", "exporter.cli.main", "run", "--config.file", str(cfg),
          "--web.config.file", str(web)],
         cwd=ROOT, capture_output=True, text=True, timeout=60,
     )  # fmt: skip

@@ -15,7 +15,7 @@ import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from exporter.state import StateUnavailable, StateWriter
+from exporter.store.writer import StateUnavailable, StateWriter
 
 # Also imported by tests/conftest.py; importing here keeps this module self-contained.
 from tests.support.fixtures import redis_server, redis_server_factory  # noqa: F401

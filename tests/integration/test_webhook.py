@@ -16,9 +16,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from exporter.config import WebhookConfig
-from exporter.server import HttpServer
-from exporter.state import StateWriter
-from exporter.webhook import PATH, AlertWebhook
+from exporter.http.server import HttpServer
+from exporter.http.webhook import PATH, AlertWebhook
+from exporter.store.writer import StateWriter
 from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.integration
@@ -168,9 +168,9 @@ async def test_missing_or_wrong_token_is_401_and_writes_nothing(harness_factory:
 async def test_no_token_configured_is_404_with_one_log_line(
     harness_factory: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.INFO, logger="exporter.webhook"):
+    with caplog.at_level(logging.INFO, logger="exporter.http.webhook"):
         h = await harness_factory(token=None)
-    lines = [r.getMessage() for r in caplog.records if r.name == "exporter.webhook"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "exporter.http.webhook"]
     assert len(lines) == 1 and "404" in lines[0]
     assert await h.post(body(ALERT)) == 404
     assert await h.post(body(ALERT), token=None) == 404

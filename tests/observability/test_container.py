@@ -74,7 +74,7 @@ def test_dockerfile_copy_sources_exist() -> None:
 
 
 def _help(*args: str) -> str:
-    res = subprocess.run([sys.executable, "-m", "exporter.cli", *args, "--help"], cwd=ROOT,
+    res = subprocess.run([sys.executable, "-m", "exporter.cli.main", *args, "--help"], cwd=ROOT,
                          capture_output=True, text=True, timeout=60)  # fmt: skip
     assert res.returncode == 0, res.stderr
     return res.stdout

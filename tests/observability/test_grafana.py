@@ -131,8 +131,8 @@ def demo_metrics() -> Iterator[set[str]]:
 
     import aiohttp
 
-    from exporter.cli import demo_config
-    from exporter.procs import free_port
+    from exporter.cli.main import demo_config
+    from exporter.devstack.procs import free_port
 
     async def scrape() -> str:
         with RedisServer() as redis, SimulatorProcess(seed=5, rate=10) as sim:

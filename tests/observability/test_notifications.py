@@ -18,8 +18,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from exporter.observability import ObservabilityStack
-from exporter.procs import free_port
+from exporter.devstack.observability import ObservabilityStack
+from exporter.devstack.procs import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -24,9 +24,9 @@ import yaml
 
 from exporter.app import Exporter
 from exporter.config import Config, parse
-from exporter.procs import free_port
+from exporter.devstack.procs import free_port
+from exporter.http.webconfig import WebConfigFile
 from exporter.simulator.endpoints import ccxt_config
-from exporter.webconfig import WebConfigFile
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -109,7 +109,7 @@ async def running_exporter(
 
 
 def all_live(exporter: Exporter) -> bool:
-    return all(exporter.market.status(ex, m) == "live" for ex, m in exporter.feed_stats)
+    return all(exporter.market.state.status(ex, m) == "live" for ex, m in exporter.feed_stats)
 
 
 class ExporterProcess:
@@ -130,7 +130,7 @@ class ExporterProcess:
     def start(self) -> ExporterProcess:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         with open(self.log_path, "wb") as log:
-            cmd = [sys.executable, "-m", "exporter.cli", "run", "--config.file"]
+            cmd = [sys.executable, "-m", "exporter.cli.main", "run", "--config.file"]
             cmd.append(str(self.config_path))
             self.proc = subprocess.Popen(
                 cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True

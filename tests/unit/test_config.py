@@ -138,7 +138,7 @@ def test_credentials_rejected_case_insensitively() -> None:
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "exporter.cli", *args],
+        [sys.executable, "-m", "exporter.cli.main", *args],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -179,7 +179,7 @@ def test_example_config_passes_check_config() -> None:
 
 
 def test_demo_config_is_valid() -> None:
-    from exporter.cli import demo_config
+    from exporter.cli.main import demo_config
 
     c = demo_config("http://127.0.0.1:1", None, None)
     assert c.redis.url is None

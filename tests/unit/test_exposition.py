@@ -25,9 +25,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from exporter.collector import MarketCollector
-from exporter.exposition import Exposition, Renderer, format_value, generate
 from exporter.feeds.stats import LatencyHistogram
+from exporter.http.collector import MarketCollector
+from exporter.http.exposition import Exposition, Renderer, format_value, generate
 from tests.unit.test_market import Harness, make_config
 
 ODD = ['quote " in', "back \\ slash", "new\nline", "ünïcødé €", "", "a=b,c"]

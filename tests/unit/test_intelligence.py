@@ -13,13 +13,13 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.analytics.history import MIN_FRACTION
-from exporter.cli import demo_config
+from exporter.cli.main import demo_config
 from exporter.config import ConfigError
 from exporter.feeds.stats import LatencyHistogram
-from exporter.intelligence import Intelligence, IntelligenceCollector
+from exporter.http.server import HttpServer
+from exporter.market.intelligence import Intelligence, IntelligenceCollector
 from exporter.model import BookSnapshot
-from exporter.server import HttpServer
-from exporter.state import StateWriter
+from exporter.store.writer import StateWriter
 from tests.unit.test_market import Harness, make_config
 
 
@@ -118,7 +118,7 @@ async def test_api_without_redis_and_bad_parameters() -> None:
     h, intel = build()
     live_books(h)
     intel.tick(1.7e9, mono=0.0)
-    from exporter.api import api_routes
+    from exporter.http.api import api_routes
 
     writer = StateWriter(None, registry=CollectorRegistry())
     server = HttpServer(

@@ -9,10 +9,10 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.collector import MarketCollector
 from exporter.config import Config, parse
 from exporter.feeds.stats import FeedStats, LatencyHistogram
-from exporter.market import MarketState
+from exporter.http.collector import MarketCollector
+from exporter.market.state import MarketState
 from exporter.model import BookSnapshot, BookStatus, CloseReason
 
 

@@ -8,7 +8,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry, Gauge
 
-from exporter.server import HttpServer
+from exporter.http.server import HttpServer
 
 
 async def client_for(ready: tuple[bool, dict[str, Any]], routes: list[web.RouteDef]) -> TestClient:

@@ -39,9 +39,9 @@ from exporter.analytics.insights import (
 from exporter.analytics.windows import WindowKey
 from exporter.config import Config
 from exporter.feeds.stats import FeedStats, LatencyHistogram
-from exporter.market import BookRecord, MarketState
+from exporter.market.state import BookRecord, MarketState
 from exporter.model import BookSnapshot, BookStatus, label_number
-from exporter.state import StateUnavailable, StateWriter
+from exporter.store.writer import StateUnavailable, StateWriter
 
 log = logging.getLogger(__name__)
 

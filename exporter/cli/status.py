@@ -105,8 +105,8 @@ def client(args: argparse.Namespace) -> tuple[str, Client]:
     """(base URL, Client) from the options; ConfigError (exit 2) on an unreadable or bad file.
     The password comes from a file or the environment, never from argv."""
     from exporter.config import ConfigError, Problem
-    from exporter.webconfig import client_settings
-    from exporter.webconfig import load as load_web_config
+    from exporter.http.webconfig import client_settings
+    from exporter.http.webconfig import load as load_web_config
 
     password = os.environ.get(PASSWORD_ENV)
     if args.web_password_file:

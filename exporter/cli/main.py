@@ -21,14 +21,14 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from exporter import __version__
+from exporter.cli.status import add_parser as add_status_parser
+from exporter.cli.status import run as cmd_status
 from exporter.config import Config, ConfigError, load, parse
-from exporter.status import add_parser as add_status_parser
-from exporter.status import run as cmd_status
-from exporter.webconfig import WebConfigFile
-from exporter.webconfig import load as load_web_config
+from exporter.http.webconfig import WebConfigFile
+from exporter.http.webconfig import load as load_web_config
 
 if TYPE_CHECKING:
-    from exporter.observability import ObservabilityStack
+    from exporter.devstack.observability import ObservabilityStack
 
 log = logging.getLogger("exporter")
 
@@ -194,7 +194,7 @@ def _demo_token(path: str | None, tmp: tempfile.TemporaryDirectory[str]) -> tupl
 
 
 async def _demo(args: argparse.Namespace) -> int:
-    from exporter.procs import RedisProcess, SimulatorProcess
+    from exporter.devstack.procs import RedisProcess, SimulatorProcess
 
     sim = SimulatorProcess(
         ["--seed", str(args.seed), "--port", str(args.sim_port), "--dislocation-every", "6"]
@@ -215,7 +215,7 @@ async def _demo(args: argparse.Namespace) -> int:
         config = demo_config(sim.base_url, redis_url, args.listen_address, token_file)
         web = config.web.listen_address
         if args.observability:
-            from exporter.observability import start_demo_stack
+            from exporter.devstack.observability import start_demo_stack
 
             exporter_addr = web.replace("0.0.0.0:", "127.0.0.1:")
             stack = await start_demo_stack(exporter_addr, token)

@@ -12,7 +12,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 
 from exporter import __version__
-from exporter.exposition import Exposition
+from exporter.http.exposition import Exposition
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ import aiohttp
 import yaml
 from aiohttp import web
 
-from exporter.procs import _terminate, free_port
+from exporter.devstack.procs import _terminate, free_port
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ COMPOSE_ALERTMANAGER = "alertmanager:9093"
 
 def repo_root() -> Path | None:
     """The source checkout holding prometheus/ and alertmanager/ (None for a wheel install)."""
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     ok = (root / "prometheus" / "prometheus.yml").is_file()
     return root if ok and (root / "alertmanager" / "alertmanager.yml").is_file() else None
 

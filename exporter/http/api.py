@@ -16,11 +16,11 @@ from aiohttp import web
 
 from exporter.analytics.insights import ARROWS, Risk, trend_direction
 from exporter.config import Config
-from exporter.intelligence import Intelligence
-from exporter.market import MarketState, PairKey
+from exporter.http.server import Handler, json_error
+from exporter.market.intelligence import Intelligence
+from exporter.market.state import MarketState, PairKey
 from exporter.model import Fill, PairResult, label_number
-from exporter.server import Handler, json_error
-from exporter.state import StateUnavailable, StateWriter
+from exporter.store.writer import StateUnavailable, StateWriter
 
 MAX_NOTIONAL = 1e9  # on-demand sizes beyond this are refused (the walk is bounded anyway)
 MAX_WINDOWS = 1000

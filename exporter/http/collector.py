@@ -21,7 +21,7 @@ from prometheus_client.registry import Collector
 from exporter import __version__
 from exporter.analytics.windows import DURATION_BUCKETS
 from exporter.feeds.stats import LatencyHistogram
-from exporter.market import MarketState
+from exporter.market.state import MarketState
 from exporter.model import BookStatus, ErrorReason, label_number
 
 P = "cryptoarb_"

@@ -1,0 +1,1 @@
+"""Command line: run, check-config, demo, simulate, status."""

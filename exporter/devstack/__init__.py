@@ -1,0 +1,1 @@
+"""Demo-only tooling: local Prometheus/Alertmanager stack and child-process helpers."""

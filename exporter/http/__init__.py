@@ -1,0 +1,1 @@
+"""HTTP side: server, /metrics exposition and collectors, JSON API, webhook, web config."""

@@ -1,0 +1,1 @@
+"""Redis: the batched state writer and the readers of the window log and history."""
