@@ -109,7 +109,7 @@ async def running_exporter(
 
 
 def all_live(exporter: Exporter) -> bool:
-    return all(exporter.market.state.status(ex, m) == "live" for ex, m in exporter.feed_stats)
+    return all(exporter.market.status(ex, m) == "live" for ex, m in exporter.feed_stats)
 
 
 class ExporterProcess:
