@@ -83,7 +83,9 @@ class QuoteConversion(_Strict):
         return self
 
 
-class Backoff(_Strict):
+class BackoffConfig(_Strict):
+    """Reconnect backoff of a feed, seconds (capped exponential with full jitter)."""
+
     base: float = Field(default=0.5, gt=0)
     cap: float = Field(default=30.0, gt=0)
 
@@ -93,7 +95,7 @@ class FeedsConfig(_Strict):
     stale_after: float = Field(default=10.0, gt=0)
     frozen_after: float = Field(default=30.0, gt=0)
     max_book_skew: float = Field(default=2.0, gt=0)
-    backoff: Backoff = Field(default_factory=Backoff)
+    backoff: BackoffConfig = Field(default_factory=BackoffConfig)
     # Prices/quantities beyond these bounds are rejected as `bad_value`.
     max_price: float = Field(default=1e9, gt=0)
     max_quantity: float = Field(default=1e12, gt=0)
@@ -153,19 +155,28 @@ class WebConfig(_Strict):
         return int(self.listen_address.rpartition(":")[2])
 
 
-# Sections reserved for later features; defaults make them optional today.
 class HistoryConfig(_Strict):
+    """Market history: one row per symbol every ``interval`` seconds (the input of trends,
+    insights and correlation), kept in Redis streams capped at ``maxlen`` entries."""
+
     interval: float = Field(default=1.0, gt=0)
     maxlen: int = Field(default=86_400, ge=60)
 
 
 class CorrelationConfig(_Strict):
+    """Spread correlation between the first ``symbols`` symbols over ``window_seconds`` of
+    history, recomputed every ``interval`` seconds."""
+
     window_seconds: float = Field(default=300.0, gt=0)
     symbols: int = Field(default=20, ge=2)
     interval: float = Field(default=10.0, gt=0)
 
 
 class InsightsConfig(_Strict):
+    """Insights: execution-risk scores (a ``weights``-weighted sum of factors), buying
+    pressure and the latency audit. ``latency_budget`` is the p99 feed latency, seconds, that
+    both compare against (latency factor = p99 / budget; audit level high above it)."""
+
     latency_budget: float = Field(default=0.25, gt=0)
     weights: dict[str, float] = Field(
         default_factory=lambda: {"fill": 0.4, "latency": 0.2, "volatility": 0.2, "age": 0.2}
@@ -320,113 +331,167 @@ def _is_num(x: object) -> bool:
     return isinstance(x, int | float) and not isinstance(x, bool)
 
 
-def _cross_check(data: Mapping[str, Any]) -> list[Problem]:
-    """Checks that span sections; defensive on purpose: fields may be of the wrong type."""
+def _exchange_names(data: Mapping[str, Any]) -> list[str]:
+    exchanges = data.get("exchanges")
+    return list(exchanges) if isinstance(exchanges, Mapping) else []
+
+
+def _check_exchanges(ex_names: list[str]) -> list[Problem]:
     from exporter.feeds.registry import watchable_exchanges
 
-    problems: list[Problem] = []
-    exchanges = data.get("exchanges")
-    ex_names = list(exchanges) if isinstance(exchanges, Mapping) else []
     known = watchable_exchanges()
-    for name in ex_names:
-        if name not in known:
+    return [
+        Problem(f"exchanges.{name}", "not a ccxt.pro exchange with watchOrderBook")
+        for name in ex_names
+        if name not in known
+    ]
+
+
+def _check_symbol_markets(
+    sym: str,
+    mapping: Mapping[Any, Any],
+    ex_names: list[str],
+    seen: dict[tuple[str, str], str],
+    quotes_needed: dict[str, str],
+) -> list[Problem]:
+    """One ``symbols.<sym>`` mapping of exchange -> market. Records each market in ``seen``
+    and each non-canonical market quote in ``quotes_needed`` (quote -> first path)."""
+    problems: list[Problem] = []
+    canon_quote = sym.split("/")[1]
+    for ex, market in mapping.items():
+        path = f"symbols.{sym}.{ex}"
+        if ex_names and ex not in ex_names:
+            problems.append(Problem(path, f"exchange '{ex}' is not under `exchanges`"))
+        if not isinstance(market, str) or market.count("/") != 1:
+            problems.append(Problem(path, "market must look like BASE/QUOTE"))
+            continue
+        if (ex, market) in seen:
             problems.append(
-                Problem(f"exchanges.{name}", "not a ccxt.pro exchange with watchOrderBook")
+                Problem(path, f"market {ex}:{market} is already mapped by {seen[ex, market]}")
             )
-
-    symbols = data.get("symbols")
-    quotes_needed: dict[str, str] = {}  # market quote -> first path that needs it
-    if isinstance(symbols, Mapping):
-        if not symbols:
-            problems.append(Problem("symbols", "at least one symbol is required"))
-        seen: dict[tuple[str, str], str] = {}
-        for sym, mapping in symbols.items():
-            if not isinstance(sym, str) or sym.count("/") != 1 or not all(sym.split("/")):
-                problems.append(Problem(f"symbols.{sym}", "expected BASE/QUOTE, e.g. BTC/USD"))
-                continue
-            if not isinstance(mapping, Mapping) or not mapping:
-                continue  # pydantic reports the type
-            canon_quote = sym.split("/")[1]
-            for ex, market in mapping.items():
-                path = f"symbols.{sym}.{ex}"
-                if ex_names and ex not in ex_names:
-                    problems.append(Problem(path, f"exchange '{ex}' is not under `exchanges`"))
-                if not isinstance(market, str) or market.count("/") != 1:
-                    problems.append(Problem(path, "market must look like BASE/QUOTE"))
-                    continue
-                if (ex, market) in seen:
-                    problems.append(
-                        Problem(
-                            path, f"market {ex}:{market} is already mapped by {seen[ex, market]}"
-                        )
-                    )
-                seen[ex, market] = sym
-                q = market.split("/")[1]
-                if q != canon_quote:
-                    quotes_needed.setdefault(q, path)
-
-    conversions = data.get("quote_conversion") or {}
-    if isinstance(conversions, Mapping):
-        for q, path in quotes_needed.items():
-            if q not in conversions:
-                problems.append(
-                    Problem(
-                        path,
-                        f"quote {q} differs from the canonical quote and "
-                        f"`quote_conversion.{q}` is missing (USDT is never assumed equal to USD)",
-                    )
-                )
-        for q, conv in conversions.items():
-            if isinstance(conv, Mapping) and isinstance(conv.get("book"), Mapping):
-                ex = conv["book"].get("exchange")
-                if ex_names and ex not in ex_names:
-                    problems.append(
-                        Problem(f"quote_conversion.{q}.book.exchange", f"unknown exchange '{ex}'")
-                    )
-                market = conv["book"].get("market")
-                if isinstance(market, str) and q not in market.split("/"):
-                    problems.append(
-                        Problem(f"quote_conversion.{q}.book.market", f"market must contain {q}")
-                    )
-
-    ref = data.get("reference")
-    if isinstance(ref, Mapping):
-        notionals = data.get("notionals")
-        n = ref.get("notional")
-        if n is not None and isinstance(notionals, list) and _is_num(n) and n not in notionals:
-            problems.append(Problem("reference.notional", f"{n} is not among `notionals`"))
-        bands = data.get("bands", [0.001, 0.005, 0.01])
-        b = ref.get("band")
-        if b is not None and isinstance(bands, list) and _is_num(b) and b not in bands:
-            problems.append(Problem("reference.band", f"{b} is not among `bands`"))
-        pair = ref.get("pair")
-        if isinstance(pair, list | tuple):
-            if len(pair) == 2 and pair[0] == pair[1]:
-                problems.append(Problem("reference.pair", "needs two different exchanges"))
-            for i, ex in enumerate(pair):
-                if ex_names and ex not in ex_names:
-                    problems.append(Problem(f"reference.pair.{i}", f"unknown exchange '{ex}'"))
-    elif len(ex_names) < 2 and ex_names:
-        pass  # single-exchange configs get book metrics only
-
-    windows = data.get("windows")
-    if isinstance(windows, Mapping):
-        o, c = windows.get("open_threshold", 0.0), windows.get("close_threshold", -0.0002)
-        if _is_num(o) and _is_num(c) and c > o:
-            problems.append(
-                Problem("windows.close_threshold", "must be <= open_threshold (hysteresis)")
-            )
-    feeds = data.get("feeds")
-    if isinstance(feeds, Mapping) and isinstance(feeds.get("backoff"), Mapping):
-        bo = feeds["backoff"]
-        if _is_num(bo.get("base")) and _is_num(bo.get("cap")) and bo["base"] > bo["cap"]:
-            problems.append(Problem("feeds.backoff.cap", "must be >= backoff.base"))
-    shard = data.get("shard")
-    if isinstance(shard, Mapping):
-        i, c = shard.get("index", 0), shard.get("count", 1)
-        if _is_num(i) and _is_num(c) and i >= c:
-            problems.append(Problem("shard.index", "must be < shard.count"))
+        seen[ex, market] = sym
+        q = market.split("/")[1]
+        if q != canon_quote:
+            quotes_needed.setdefault(q, path)
     return problems
+
+
+def _check_symbols(symbols: Any, ex_names: list[str]) -> tuple[list[Problem], dict[str, str]]:
+    """Problems of ``symbols``, and the market quotes that need a conversion (quote -> the
+    first path that needs it)."""
+    problems: list[Problem] = []
+    quotes_needed: dict[str, str] = {}
+    if not isinstance(symbols, Mapping):
+        return problems, quotes_needed
+    if not symbols:
+        problems.append(Problem("symbols", "at least one symbol is required"))
+    seen: dict[tuple[str, str], str] = {}
+    for sym, mapping in symbols.items():
+        if not isinstance(sym, str) or sym.count("/") != 1 or not all(sym.split("/")):
+            problems.append(Problem(f"symbols.{sym}", "expected BASE/QUOTE, e.g. BTC/USD"))
+            continue
+        if not isinstance(mapping, Mapping) or not mapping:
+            continue  # pydantic reports the type
+        problems += _check_symbol_markets(sym, mapping, ex_names, seen, quotes_needed)
+    return problems, quotes_needed
+
+
+def _check_quote_conversion(
+    conversions: Any, quotes_needed: Mapping[str, str], ex_names: list[str]
+) -> list[Problem]:
+    problems: list[Problem] = []
+    if not isinstance(conversions, Mapping):
+        return problems
+    for q, path in quotes_needed.items():
+        if q not in conversions:
+            problems.append(
+                Problem(
+                    path,
+                    f"quote {q} differs from the canonical quote and "
+                    f"`quote_conversion.{q}` is missing (USDT is never assumed equal to USD)",
+                )
+            )
+    for q, conv in conversions.items():
+        if not isinstance(conv, Mapping) or not isinstance(conv.get("book"), Mapping):
+            continue
+        ex = conv["book"].get("exchange")
+        if ex_names and ex not in ex_names:
+            problems.append(
+                Problem(f"quote_conversion.{q}.book.exchange", f"unknown exchange '{ex}'")
+            )
+        market = conv["book"].get("market")
+        if isinstance(market, str) and q not in market.split("/"):
+            problems.append(
+                Problem(f"quote_conversion.{q}.book.market", f"market must contain {q}")
+            )
+    return problems
+
+
+def _check_reference(data: Mapping[str, Any], ex_names: list[str]) -> list[Problem]:
+    """``reference`` values must be among the configured ones. A single-exchange config may
+    leave it out (it gets book metrics only)."""
+    problems: list[Problem] = []
+    ref = data.get("reference")
+    if not isinstance(ref, Mapping):
+        return problems
+    notionals = data.get("notionals")
+    n = ref.get("notional")
+    if n is not None and isinstance(notionals, list) and _is_num(n) and n not in notionals:
+        problems.append(Problem("reference.notional", f"{n} is not among `notionals`"))
+    bands = data.get("bands", [0.001, 0.005, 0.01])
+    b = ref.get("band")
+    if b is not None and isinstance(bands, list) and _is_num(b) and b not in bands:
+        problems.append(Problem("reference.band", f"{b} is not among `bands`"))
+    pair = ref.get("pair")
+    if isinstance(pair, list | tuple):
+        if len(pair) == 2 and pair[0] == pair[1]:
+            problems.append(Problem("reference.pair", "needs two different exchanges"))
+        for i, ex in enumerate(pair):
+            if ex_names and ex not in ex_names:
+                problems.append(Problem(f"reference.pair.{i}", f"unknown exchange '{ex}'"))
+    return problems
+
+
+def _check_windows(windows: Any) -> list[Problem]:
+    if not isinstance(windows, Mapping):
+        return []
+    o, c = windows.get("open_threshold", 0.0), windows.get("close_threshold", -0.0002)
+    if _is_num(o) and _is_num(c) and c > o:
+        return [Problem("windows.close_threshold", "must be <= open_threshold (hysteresis)")]
+    return []
+
+
+def _check_backoff(feeds: Any) -> list[Problem]:
+    if not isinstance(feeds, Mapping) or not isinstance(feeds.get("backoff"), Mapping):
+        return []
+    bo = feeds["backoff"]
+    if _is_num(bo.get("base")) and _is_num(bo.get("cap")) and bo["base"] > bo["cap"]:
+        return [Problem("feeds.backoff.cap", "must be >= backoff.base")]
+    return []
+
+
+def _check_shard(shard: Any) -> list[Problem]:
+    if not isinstance(shard, Mapping):
+        return []
+    i, c = shard.get("index", 0), shard.get("count", 1)
+    if _is_num(i) and _is_num(c) and i >= c:
+        return [Problem("shard.index", "must be < shard.count")]
+    return []
+
+
+def _cross_check(data: Mapping[str, Any]) -> list[Problem]:
+    """Checks that span sections; defensive on purpose: fields may be of the wrong type."""
+    ex_names = _exchange_names(data)
+    symbol_problems, quotes_needed = _check_symbols(data.get("symbols"), ex_names)
+    return [
+        *_check_exchanges(ex_names),
+        *symbol_problems,
+        *_check_quote_conversion(data.get("quote_conversion") or {}, quotes_needed, ex_names),
+        *_check_reference(data, ex_names),
+        *_check_windows(data.get("windows")),
+        *_check_backoff(data.get("feeds")),
+        *_check_shard(data.get("shard")),
+    ]
 
 
 def apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> list[Problem]:
