@@ -1,8 +1,9 @@
 """Input guards for exchange data and the snapshot-request budget.
 
-- :func:`check_frame` inspects a parsed frame *before* ccxt applies it: missing fields,
-  NaN/inf/negative or out-of-bound prices and quantities, unknown symbols. A bad frame is
-  never applied to the book; the caller counts it by reason and skips it.
+- :func:`frame_check` returns an exchange's check of parsed frames, run *before* ccxt
+  applies them: missing fields, NaN/inf/negative or out-of-bound prices and quantities,
+  unknown symbols. A bad frame is never applied to the book; the caller counts it by reason
+  and skips it (and, unless only its symbol is unknown, has the book rebuilt).
 - :class:`SnapshotBudget` is a per-market token bucket around (re)subscriptions: each one
   costs the exchange a depth snapshot (Binance REST ``/depth``, Kraken WS snapshot), so a
   reconnect storm must not turn into a REST ban. Defaults: burst 4, 8 per minute, i.e. at
@@ -20,10 +21,11 @@ from typing import Any
 
 from exporter.model import ErrorReason
 
-Problem = tuple[ErrorReason, str]
+# Why a frame was refused: (reason label, detail for the log).
+Rejection = tuple[ErrorReason, str]
 
 
-def _bad_number(value: Any, max_value: float, allow_zero: bool) -> Problem | None:
+def _bad_number(value: Any, max_value: float, allow_zero: bool) -> Rejection | None:
     """None when ``value`` is a finite number (or numeric string) in range, else why not:
     not a number at all is ``malformed_frame``; NaN/inf/negative/too large is ``bad_value``."""
     if isinstance(value, bool):
@@ -46,7 +48,7 @@ def _bad_number(value: Any, max_value: float, allow_zero: bool) -> Problem | Non
     return None
 
 
-def _check_levels(levels: Any, as_dict: bool, max_price: float, max_qty: float) -> Problem | None:
+def _check_levels(levels: Any, as_dict: bool, max_price: float, max_qty: float) -> Rejection | None:
     if not isinstance(levels, list):
         return ErrorReason.MALFORMED_FRAME, "levels are not a list"
     for level in levels:
@@ -58,17 +60,17 @@ def _check_levels(levels: Any, as_dict: bool, max_price: float, max_qty: float) 
             if not isinstance(level, list | tuple) or len(level) < 2:
                 return ErrorReason.MALFORMED_FRAME, f"bad level {str(level)[:64]}"
             price, qty = level[0], level[1]
-        problem = _bad_number(price, max_price, allow_zero=False)
-        if problem is None:
-            problem = _bad_number(qty, max_qty, allow_zero=True)  # qty 0 deletes the level
-        if problem is not None:
-            return problem
+        rejection = _bad_number(price, max_price, allow_zero=False)
+        if rejection is None:
+            rejection = _bad_number(qty, max_qty, allow_zero=True)  # qty 0 deletes the level
+        if rejection is not None:
+            return rejection
     return None
 
 
 def check_binance(
     message: Any, known_ids: Collection[str], max_price: float, max_qty: float
-) -> Problem | None:
+) -> Rejection | None:
     """A Binance ``depthUpdate`` (optionally in a ``{"stream", "data"}`` wrapper)."""
     if not isinstance(message, Mapping):
         return ErrorReason.MALFORMED_FRAME, f"frame is a {type(message).__name__}"
@@ -83,15 +85,15 @@ def check_binance(
     if data["s"] not in known_ids:
         return ErrorReason.UNKNOWN_SYMBOL, f"unknown symbol {str(data['s'])[:32]!r}"
     for side in ("b", "a"):
-        problem = _check_levels(data[side], False, max_price, max_qty)
-        if problem is not None:
-            return problem
+        rejection = _check_levels(data[side], False, max_price, max_qty)
+        if rejection is not None:
+            return rejection
     return None
 
 
 def check_kraken(
     message: Any, known_symbols: Collection[str], max_price: float, max_qty: float
-) -> Problem | None:
+) -> Rejection | None:
     """A Kraken WS v2 ``book`` snapshot or update."""
     if not isinstance(message, Mapping):
         return ErrorReason.MALFORMED_FRAME, f"frame is a {type(message).__name__}"
@@ -109,13 +111,13 @@ def check_kraken(
         if checksum is not None and (isinstance(checksum, bool) or not isinstance(checksum, int)):
             return ErrorReason.MALFORMED_FRAME, "non-integer checksum"
         for side in ("bids", "asks"):
-            problem = _check_levels(item.get(side, []), True, max_price, max_qty)
-            if problem is not None:
-                return problem
+            rejection = _check_levels(item.get(side, []), True, max_price, max_qty)
+            if rejection is not None:
+                return rejection
     return None
 
 
-FrameCheck = Callable[[Any], Problem | None]
+FrameCheck = Callable[[Any], Rejection | None]
 
 
 def frame_check(
