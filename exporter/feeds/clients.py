@@ -6,7 +6,11 @@
   ``malformed_frame`` and turned into a rejection of the pending watch, so the supervisor
   reconnects at once instead of hanging forever (ccxt's receive loop dies silently).
 - Kraken books are verified with the exchange's CRC32 checksum, which ccxt leaves off (and
-  crashes when turned on); a mismatch rejects the watch with ``ChecksumError``.
+  crashes when turned on); a mismatch rejects the watch with ``ChecksumError``, which the
+  supervisor counts as reason ``checksum``.
+
+One client class per exchange id (the ccxt.pro class under the guard mixins) is built on
+first use and cached; the hooks are attributes of each client.
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ import binascii
 import logging
 import ssl
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, cast
 
 import ccxt.pro
 from ccxt.base.errors import ChecksumError, NetworkError
@@ -80,7 +85,7 @@ def _with_client_defaults(config: dict[str, Any]) -> dict[str, Any]:
     options["watchOrderBook"] = watch
     # No permessage-deflate by default: market data frames are small, and each compressed
     # socket allocates ~300 KB of zlib state whose churn on every reconnect fragments the
-    # heap (RSS kept growing in the soak). `options.ws.compress: 15` turns it back on.
+    # heap (RSS grows steadily under bench/soak.py). `options.ws.compress: 15` turns it back on.
     ws = dict(options.get("ws") or {})
     ws.setdefault("compress", 0)
     options["ws"] = ws
@@ -95,8 +100,8 @@ _SSL_CONTEXTS: dict[tuple[str, bool], ssl.SSLContext] = {}
 def _share_ssl_context(client: Any) -> None:
     """Give the client the process's SSL context for its trust store, built as ccxt's open()
     would build it. ccxt builds one per instance (the CA bundle parsed into ~1 MB of native
-    memory) and a client is rebuilt on every reconnect: the soak showed the heap growing
-    with each rebuild, and building it cost ~2 % of the CPU profile."""
+    memory) and a client is rebuilt on every reconnect: under bench/soak.py the heap grows
+    with each rebuild, and building it costs ~2 % of the CPU profile."""
     if client.ssl_context is not None or not client.verify:
         return
     include_os = bool(client.safe_bool(client.options, "include_OS_certificates", False))
@@ -164,6 +169,115 @@ class _KrakenChecksumGate:
         return self._client.reject(ChecksumError("kraken book checksum mismatch"), message_hash)
 
 
+@dataclass(frozen=True)
+class ClientHooks:
+    """What a guarded client reports to its supervisor, and the bounds of its frame checks."""
+
+    on_frame: FrameHook
+    on_malformed: ErrorHook
+    on_rejected: RejectHook | None = None
+    max_price: float = 1e9
+    max_quantity: float = 1e12
+
+
+class _Guarded(ccxt.pro.Exchange):  # type: ignore[misc]
+    """Guard mixin, placed before an exchange's ccxt.pro class by :func:`_guarded_class`:
+    counts frames, checks them before ccxt applies them, and refuses to let ccxt reopen a
+    lost socket behind the supervisor's back."""
+
+    _cryptoarb_exchange_id: str  # set on each class by _guarded_class
+
+    def __init__(self, config: dict[str, Any], hooks: ClientHooks) -> None:
+        super().__init__(config)
+        self._cryptoarb_hooks = hooks
+        self._cryptoarb_check: FrameCheck | None = None  # built once the markets are loaded
+        self._cryptoarb_seen_urls: set[str] = set()
+
+    def client(self, url: str) -> Any:
+        if url not in (self.clients or {}):
+            if url in self._cryptoarb_seen_urls:
+                # ccxt would silently reopen a socket it lost between two watches.
+                raise SocketLost(f"socket to {url} was lost")
+            self._cryptoarb_seen_urls.add(url)
+        c = super().client(url)
+        _guard_client(c, self._cryptoarb_hooks.on_frame, self._cryptoarb_hooks.on_malformed)
+        return c
+
+    def handle_message(self, client: Any, message: Any) -> Any:
+        hooks = self._cryptoarb_hooks
+        check = self._cryptoarb_check
+        if check is None:
+            check = frame_check(
+                self._cryptoarb_exchange_id, self, hooks.max_price, hooks.max_quantity
+            )
+            check = self._cryptoarb_check = check or _no_check
+        rejection = check(message)
+        if rejection is None:
+            return super().handle_message(client, message)
+        reason, detail = rejection
+        if hooks.on_rejected is not None:
+            hooks.on_rejected(reason, detail)
+        if reason is ErrorReason.UNKNOWN_SYMBOL:
+            return None  # not our book: skipping it loses nothing
+        exc_type = BadValueFrame if reason is ErrorReason.BAD_VALUE else MalformedFrame
+        client.reject(exc_type(f"{reason}: {detail}"))
+        return None
+
+
+def _no_check(_message: Any) -> None:
+    return None
+
+
+class _GuardedKraken(_Guarded):
+    """Kraken: the book checksum is verified before the watch is resolved."""
+
+    def handle_order_book(self, client: Any, message: dict[str, Any]) -> Any:
+        data = message.get("data") or [{}]
+        first = data[0] if isinstance(data, list) and data else {}
+        expected = first.get("checksum") if isinstance(first, dict) else None
+        symbol = first.get("symbol") if isinstance(first, dict) else None
+        if expected is None or symbol is None:
+            return super().handle_order_book(client, message)
+
+        def verify(book: Any) -> bool:
+            return self._kraken_book_checksum(symbol, book) == int(expected)
+
+        def mismatch() -> None:
+            # Drop the book so a resubscription starts from a clean snapshot.
+            self.orderbooks.pop(symbol, None)
+
+        gate = _KrakenChecksumGate(client, verify, mismatch)
+        return super().handle_order_book(gate, message)
+
+    def _kraken_book_checksum(self, symbol: str, book: Any) -> int:
+        decimals = self.__dict__.setdefault("_cryptoarb_decimals", {})
+        pd_ad = decimals.get(symbol)
+        if pd_ad is None:  # once per symbol: this runs on every message
+            precision = self.market(symbol)["precision"]
+            pd_ad = decimals[symbol] = (
+                _decimals(precision["price"]),
+                _decimals(precision["amount"]),
+            )
+        return kraken_checksum(book["asks"], book["bids"], *pd_ad)
+
+
+# exchange id -> its guarded client class
+_GUARDED_CLASSES: dict[str, type[_Guarded]] = {}
+
+
+def _guarded_class(exchange_id: str) -> type[_Guarded]:
+    """The client class of ``exchange_id``: its ccxt.pro class under the guard mixin (and the
+    Kraken checksum for ``kraken``), built on first use."""
+    cls = _GUARDED_CLASSES.get(exchange_id)
+    if cls is None:
+        base = getattr(ccxt.pro, exchange_id)
+        mixin = _GuardedKraken if exchange_id == "kraken" else _Guarded
+        attrs = {"_cryptoarb_exchange_id": exchange_id}
+        cls = cast(type[_Guarded], type(f"Guarded_{exchange_id}", (mixin, base), attrs))
+        _GUARDED_CLASSES[exchange_id] = cls
+    return cls
+
+
 def build_exchange(
     exchange_id: str,
     config: dict[str, Any],
@@ -179,79 +293,7 @@ def build_exchange(
     Frames are checked before ccxt applies them (:mod:`exporter.feeds.guard`): an unknown
     symbol is skipped; a frame with missing fields or bad values is skipped and the pending
     watch rejected, so the supervisor rebuilds the book (it has missed an update)."""
-    base = getattr(ccxt.pro, exchange_id)
-    config = _with_client_defaults(config)
-
-    class Guarded(base):  # type: ignore[misc, valid-type]
-        _cryptoarb_seen_urls: set[str]
-        _cryptoarb_check: FrameCheck | None = None
-
-        def client(self, url: str) -> Any:
-            fresh = url not in (self.clients or {})
-            if fresh:
-                seen = self.__dict__.setdefault("_cryptoarb_seen_urls", set())
-                if url in seen:
-                    # ccxt would silently reopen a socket it lost between two watches.
-                    raise SocketLost(f"socket to {url} was lost")
-                seen.add(url)
-            c = super().client(url)
-            _guard_client(c, on_frame, on_malformed)
-            return c
-
-        def handle_message(self, client: Any, message: Any) -> Any:
-            check = self._cryptoarb_check
-            if check is None:
-                check = frame_check(exchange_id, self, max_price, max_quantity)
-                self._cryptoarb_check = check or (lambda _m: None)
-            problem = check(message) if check is not None else None
-            if problem is None:
-                return super().handle_message(client, message)
-            reason, detail = problem
-            if on_rejected is not None:
-                on_rejected(reason, detail)
-            if reason is ErrorReason.UNKNOWN_SYMBOL:
-                return None  # not our book: skipping it loses nothing
-            exc_type = BadValueFrame if reason is ErrorReason.BAD_VALUE else MalformedFrame
-            client.reject(exc_type(f"{reason}: {detail}"))
-            return None
-
-    if exchange_id == "kraken":
-
-        class GuardedKraken(Guarded):
-            checksum_mismatches = 0
-
-            def handle_order_book(self, client: Any, message: dict[str, Any]) -> Any:
-                data = message.get("data") or [{}]
-                first = data[0] if isinstance(data, list) and data else {}
-                expected = first.get("checksum") if isinstance(first, dict) else None
-                symbol = first.get("symbol") if isinstance(first, dict) else None
-                if expected is None or symbol is None:
-                    return super().handle_order_book(client, message)
-
-                def verify(book: Any) -> bool:
-                    return self._kraken_book_checksum(symbol, book) == int(expected)
-
-                def mismatch() -> None:
-                    # Drop the book so a resubscription starts from a clean snapshot.
-                    self.orderbooks.pop(symbol, None)
-                    GuardedKraken.checksum_mismatches += 1
-
-                gate = _KrakenChecksumGate(client, verify, mismatch)
-                return super().handle_order_book(gate, message)
-
-            def _kraken_book_checksum(self, symbol: str, book: Any) -> int:
-                decimals = self.__dict__.setdefault("_cryptoarb_decimals", {})
-                pd_ad = decimals.get(symbol)
-                if pd_ad is None:  # once per symbol: this runs on every message
-                    precision = self.market(symbol)["precision"]
-                    pd_ad = decimals[symbol] = (
-                        _decimals(precision["price"]),
-                        _decimals(precision["amount"]),
-                    )
-                return kraken_checksum(book["asks"], book["bids"], *pd_ad)
-
-        client: Any = GuardedKraken(config)
-    else:
-        client = Guarded(config)
+    hooks = ClientHooks(on_frame, on_malformed, on_rejected, max_price, max_quantity)
+    client = _guarded_class(exchange_id)(_with_client_defaults(config), hooks)
     _share_ssl_context(client)
     return client
