@@ -197,17 +197,23 @@ def _time(ts: Any) -> str:
         return "—"
 
 
-def render(base: str, data: dict[str, Any], top: int) -> RenderableType:
-    ready = data["ready"]
-    feeds = Table(title=f"Feeds — {base}", title_justify="left")
-    for col in ("exchange", "market", "state"):
-        feeds.add_column(col)
+def _table(title: str, *columns: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    for col in columns:
+        table.add_column(col)
+    return table
+
+
+def _feeds_table(base: str, ready: dict[str, Any]) -> Table:
+    feeds = _table(f"Feeds — {base}", "exchange", "market", "state")
     for name, state in sorted(ready.get("books", {}).items()):
         ex, _, market = name.partition(":")
         feeds.add_row(ex, market, Text(state, style="green" if state == "live" else "red"))
     feeds.caption = f"redis up: {ready.get('redis_up')}"
+    return feeds
 
-    opp = data["opportunities"]
+
+def _opportunities_table(opp: dict[str, Any], top: int) -> Table:
     size = f" at {opp['notional']:g}" if opp.get("notional") else ""
     opps = Table(title=f"Best opportunities{size} (net of fees and slippage)", title_justify="left")
     for col in ("symbol", "buy → sell", "notional", "net ROI", "net profit", "gross", "trend"):
@@ -227,45 +233,57 @@ def render(base: str, data: dict[str, Any], top: int) -> RenderableType:
             _level(risk.get("level")),
             Text("OPEN", style="bold green") if e.get("window_open") else "",
         )
+    return opps
 
-    ins = data["insights"]
-    lat = Table(title="Latency audit", title_justify="left")
-    for col in ("exchange", "p50", "p99", "clock offset", "negative", "reconnects", "resyncs"):
-        lat.add_column(col)
-    lat.add_column("level")
+
+def _latency_table(ins: dict[str, Any]) -> Table:
+    lat = _table(
+        "Latency audit",
+        "exchange", "p50", "p99", "clock offset", "negative", "reconnects", "resyncs", "level",
+    )  # fmt: skip
     for a in ins.get("latency", []):
         lat.add_row(
             a["exchange"], _ms(a["p50"]), _ms(a["p99"]), _ms(a["clock_offset"]),
             str(a["negative_latency"]), str(a["reconnects"]), str(a["resyncs"]),
             _level(a["level"]),
         )  # fmt: skip
-    pressure = Table(title="Buying pressure (reference band)", title_justify="left")
-    for col in ("exchange", "symbol", "bid share", "level"):
-        pressure.add_column(col)
+    return lat
+
+
+def _pressure_table(ins: dict[str, Any]) -> Table:
+    pressure = _table(
+        "Buying pressure (reference band)", "exchange", "symbol", "bid share", "level"
+    )
     for p in ins.get("buying_pressure", []):
         pressure.add_row(p["exchange"], p["symbol"], f"{p['value']:.0%}", _level(p["level"]))
-    risks = Table(title="Highest execution risk", title_justify="left")
-    for col in ("symbol", "buy → sell", "notional", "score", "why"):
-        risks.add_column(col)
+    return pressure
+
+
+def _risk_table(ins: dict[str, Any]) -> Table:
+    risks = _table("Highest execution risk", "symbol", "buy → sell", "notional", "score", "why")
     for r in ins.get("execution_risk", [])[:5]:
         risks.add_row(
             r["symbol"], f"{r['buy_exchange']} → {r['sell_exchange']}", f"{r['notional']:g}",
             Text(f"{r['score']:.2f}", style=LEVEL_STYLE.get(r["level"], "")), r["explanation"],
         )  # fmt: skip
+    return risks
+
+
+def _correlation_table(ins: dict[str, Any]) -> Table:
     corr = ins.get("correlation", {})
-    corr_t = Table(
-        title=f"Spread correlation ({corr.get('window_seconds', 0):g} s)", title_justify="left"
-    )
-    for col in ("symbol", "other", "r", "samples"):
-        corr_t.add_column(col)
+    title = f"Spread correlation ({corr.get('window_seconds', 0):g} s)"
+    corr_t = _table(title, "symbol", "other", "r", "samples")
     for c in corr.get("pairs", []):
         corr_t.add_row(c["symbol"], c["other_symbol"], f"{c['ratio']:+.2f}", str(c["samples"]))
+    return corr_t
 
-    windows = Table(title="Latest windows (Redis log)", title_justify="left")
-    for col in ("end", "kind", "symbol", "buy → sell", "notional", "duration", "peak ROI"):
-        windows.add_column(col)
-    windows.add_column("close / status")
-    win = data["windows"]
+
+def _windows_table(win: dict[str, Any]) -> Table:
+    windows = _table(
+        "Latest windows (Redis log)",
+        "end", "kind", "symbol", "buy → sell", "notional", "duration", "peak ROI",
+        "close / status",
+    )  # fmt: skip
     if "error" in win:
         windows.caption = f"unavailable: {win['error']}"
     for w in win.get("windows", []):
@@ -282,7 +300,21 @@ def render(base: str, data: dict[str, Any], top: int) -> RenderableType:
                 _time(w.get("logged_at")), str(w.get("kind")), str(w.get("alertname", "")),
                 "", "", "", "", str(w.get("status", "")),
             )  # fmt: skip
-    return Group(feeds, opps, lat, pressure, risks, corr_t, windows)
+    return windows
+
+
+def render(base: str, data: dict[str, Any], top: int) -> RenderableType:
+    """Every section, top to bottom: feeds, opportunities, insights, windows."""
+    ready, opp, ins, win = data["ready"], data["opportunities"], data["insights"], data["windows"]
+    return Group(
+        _feeds_table(base, ready),
+        _opportunities_table(opp, top),
+        _latency_table(ins),
+        _pressure_table(ins),
+        _risk_table(ins),
+        _correlation_table(ins),
+        _windows_table(win),
+    )
 
 
 def run(args: argparse.Namespace) -> int:
