@@ -2,7 +2,8 @@
 
 Field-level checks live on the pydantic models; cross-field checks (unknown exchange in a
 symbol mapping, reference values not configured, missing quote conversion...) run on the raw
-mapping as well, so one run reports every problem at once with its field path.
+mapping as well, so one run reports every problem at once with its field path. Every section
+and key is described in docs/configuration.md.
 """
 
 from __future__ import annotations
