@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from prometheus_client import (
@@ -20,8 +21,9 @@ from prometheus_client import (
 from exporter.config import Config, parse
 from exporter.feeds.stats import FeedStats, LatencyHistogram
 from exporter.http.collector import MarketCollector
+from exporter.market.fees import FeeTable
 from exporter.market.state import MarketState
-from exporter.model import BookSnapshot, BookStatus
+from exporter.model import BookSnapshot, BookStatus, FeedKey, MarketInfo
 
 
 def symbol_name(i: int) -> str:
@@ -43,6 +45,13 @@ def make_config(n: int) -> Config:
     return parse(data, "synthetic", environ={})
 
 
+class ListSink(list[dict[str, Any]]):
+    """The window log kept in memory (the writer's ``append_log`` protocol)."""
+
+    def append_log(self, entry: Mapping[str, Any], dedupe_key: str | None = None) -> None:
+        self.append(dict(entry))
+
+
 class SyntheticState:
     """MarketState + Collector over N symbols; :meth:`touch` changes one book."""
 
@@ -51,15 +60,17 @@ class SyntheticState:
         self.rng = random.Random(seed)
         self.levels = levels
         self.config = make_config(n)
-        self.feeds: dict[tuple[str, str], FeedStats] = {}
+        self.feeds: dict[FeedKey, FeedStats] = {}
         for sym, mapping in self.config.symbols.items():
             for ex, market in mapping.items():
-                self.feeds[(ex, market)] = FeedStats(ex, sym, market)
-        self.feeds[("kraken", "USDT/USD")] = FeedStats("kraken", "USDT/USD", "USDT/USD")
-        self.log: list[dict[str, Any]] = []
-        self.state = MarketState(
-            self.config, self.feeds, lambda ex, m: (0.001, 0, 0), self.log.append
-        )
+                self.feeds[FeedKey((ex, market))] = FeedStats(ex, sym, market)
+        self.feeds[FeedKey(("kraken", "USDT/USD"))] = FeedStats("kraken", "USDT/USD", "USDT/USD")
+        self.log = ListSink()
+        self.fees = FeeTable(self.config)
+        for exchange in self.config.exchanges:
+            terms = {m: MarketInfo(0.001, 0.0, 0.0) for ex, m in self.feeds if ex == exchange}
+            self.fees.load(exchange, terms)
+        self.state = MarketState(self.config, self.feeds, self.fees, self.log)
         self.latency = {ex: LatencyHistogram() for ex in self.config.exchanges}
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)
@@ -74,7 +85,7 @@ class SyntheticState:
                     self.latency[ex].observe(self.rng.random() * 0.05, time.time())
 
     def book(self, exchange: str, market: str, mid: float, nonce: int | None = None) -> None:
-        stats = self.feeds[(exchange, market)]
+        stats = self.feeds[FeedKey((exchange, market))]
         step = mid * 0.0002
         rng = self.rng
         snap = BookSnapshot(

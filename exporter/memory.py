@@ -12,10 +12,12 @@ Where the C library has no ``malloc_trim`` (musl, macOS) only the collection run
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import ctypes.util
 import gc
 import logging
+import time
 from collections.abc import Callable
 
 log = logging.getLogger(__name__)
@@ -51,3 +53,20 @@ def collect_and_trim(trim: Callable[[], None] | None) -> Callable[[], None]:
             trim()
 
     return run
+
+
+async def freeze_heap_after_startup(delay: float = 15.0) -> None:
+    """Move what survived startup (ccxt clients and markets, config) out of the cyclic
+    GC's reach: full collections then scan only newer objects, which keeps their pauses
+    (measured 50-70 ms on a 10k-series state) from stalling feeds and scrapes.
+
+    Only the young generations are collected first: a full collection here stalled the
+    feeds ~85 ms (270k objects) to find ~80 unreachable ones, which stay frozen instead."""
+    await asyncio.sleep(delay)
+    t0 = time.perf_counter()
+    found = gc.collect(1)
+    gc.freeze()
+    log.info(
+        "heap frozen after startup: %d objects (%d unreachable collected) in %.0f ms",
+        gc.get_freeze_count(), found, (time.perf_counter() - t0) * 1000,
+    )  # fmt: skip

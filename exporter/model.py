@@ -7,14 +7,26 @@ several times cheaper to build and read than dataclass instances on that path.
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any, NewType, Protocol
 
 Level = tuple[float, float]
 """One price level: ``(price, quantity)``; price in the market's quote, quantity in base."""
 
+FeedKey = NewType("FeedKey", tuple[str, str])
+"""One watched book as the exchange names it: ``(exchange, market)``, e.g. ``("binance",
+"BTC/USDT")``. Conversion books (e.g. ``("kraken", "USDT/USD")``) have one too."""
+
+BookKey = NewType("BookKey", tuple[str, str])
+"""One book of a canonical symbol: ``(exchange, symbol)``, e.g. ``("binance", "BTC/USD")``."""
+
+PairKey = tuple[str, str, str]
+"""An ordered pair of one symbol: ``(symbol, buy_exchange, sell_exchange)``."""
+
 
 class BookStatus(enum.StrEnum):
-    """State machine of one book (DESIGN.md section 3)."""
+    """State machine of one book (docs/analytics.md, "Book status")."""
 
     SYNCING = "syncing"
     LIVE = "live"
@@ -82,7 +94,7 @@ class BookSnapshot:
 
 @dataclass(frozen=True, slots=True)
 class BookMetrics:
-    """Per-book analytics (DESIGN.md section 3, 'Per book').
+    """Per-book analytics (docs/analytics.md, "Per book").
 
     ``best_bid``, ``best_ask`` and ``mid`` are in the market's OWN quote (what the exchange
     shows; multiply by ``quote_rate`` for the canonical quote); ``depth`` is in the canonical
@@ -156,6 +168,23 @@ class Window:
     @property
     def duration(self) -> float:
         return (self.end if self.end is not None else self.last_seen) - self.start
+
+
+@dataclass(frozen=True, slots=True)
+class MarketInfo:
+    """A market's trading terms from ccxt's listing (the taker fee after config overrides
+    once it sits in the fee table)."""
+
+    taker_fee: float
+    min_cost: float
+    min_amount: float
+
+
+class LogSink(Protocol):
+    """Where entries of the persistent ``windows`` log go (closed windows, alerts); the Redis
+    writer implements it. ``dedupe_key`` makes a re-sent entry land once."""
+
+    def append_log(self, entry: Mapping[str, Any], dedupe_key: str | None = None) -> None: ...
 
 
 def label_number(x: float) -> str:

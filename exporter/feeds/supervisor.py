@@ -12,31 +12,33 @@ import contextlib
 import logging
 import math
 import random
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import ccxt.pro
 from ccxt.base import errors as ccxt_errors
 
+from exporter.clock import SYSTEM_CLOCK, Clock
 from exporter.feeds.clients import FrameRejected, MalformedFrame, build_exchange
 from exporter.feeds.guard import SnapshotBudget, retry_after_seconds
 from exporter.feeds.stats import FeedStats, LatencyHistogram, RateLimitedLog
-from exporter.model import BookSnapshot, BookStatus, ErrorReason
+from exporter.model import BookSnapshot, BookStatus, ErrorReason, MarketInfo
 
 log = logging.getLogger(__name__)
 
-BookHandler = Callable[[BookSnapshot], None]
 
+class FeedSink(Protocol):
+    """What the feeds report to (the market state, wired by the app)."""
 
-@dataclass(frozen=True)
-class MarketInfo:
-    """What analytics needs from ccxt's market listing."""
+    def on_book(self, snap: BookSnapshot) -> None:
+        """A fresh copy of one book, once per ccxt wake-up."""
 
-    taker_fee: float
-    min_cost: float
-    min_amount: float
+    def on_status(self, exchange: str, market: str) -> None:
+        """The feed's own status changed without a book (disconnect, resync, timeout)."""
+
+    def on_markets(self, exchange: str, markets: Mapping[str, MarketInfo]) -> None:
+        """The exchange's markets were loaded: their trading terms."""
 
 
 @dataclass(frozen=True)
@@ -127,14 +129,15 @@ class RestGate:
     """Exchange-wide pause after a rate-limit answer: a Retry-After (or a 418 ban) is about
     the IP, so every market of the exchange waits, not just the one that was refused."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock = SYSTEM_CLOCK) -> None:
+        self._clock = clock
         self.not_before = 0.0  # monotonic
 
     def hold(self, seconds: float) -> None:
-        self.not_before = max(self.not_before, time.monotonic() + seconds)
+        self.not_before = max(self.not_before, self._clock.monotonic() + seconds)
 
     def delay(self) -> float:
-        return max(0.0, self.not_before - time.monotonic())
+        return max(0.0, self.not_before - self._clock.monotonic())
 
 
 class MarketFeed:
@@ -148,9 +151,10 @@ class MarketFeed:
         latency: LatencyHistogram,
         settings: FeedSettings,
         make_client: Callable[[FeedStats], Any],
-        on_book: BookHandler,
+        sink: FeedSink,
         warn: RateLimitedLog,
         gate: RestGate | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.exchange_id = exchange_id
         self.market = market
@@ -158,11 +162,18 @@ class MarketFeed:
         self.latency = latency
         self.settings = settings
         self._make_client = make_client
-        self._on_book = on_book
+        self._sink = sink
         self._warn = warn
+        self._clock = clock
         self._backoff = Backoff(settings.backoff_base, settings.backoff_cap)
-        self.budget = SnapshotBudget(settings.snapshot_burst, settings.snapshots_per_minute)
-        self.gate = gate or RestGate()
+        self.budget = SnapshotBudget(
+            settings.snapshot_burst, settings.snapshots_per_minute, clock=clock.monotonic
+        )
+        self.gate = gate or RestGate(clock)
+
+    def _set_status(self, status: BookStatus) -> None:
+        self.stats.status = status
+        self._sink.on_status(self.exchange_id, self.market)
 
     def _error(self, reason: ErrorReason, exc: BaseException | str, count: bool = True) -> None:
         if count:
@@ -196,8 +207,8 @@ class MarketFeed:
                 raise
             except (ccxt_errors.BadSymbol, ccxt_errors.NotSupported) as exc:
                 # A configuration problem: retrying cannot help.
-                self.stats.status = BookStatus.DOWN
                 self.stats.config_error = True
+                self._set_status(BookStatus.DOWN)
                 self._error(ErrorReason.UNKNOWN_SYMBOL, exc)
                 log.error("%s %s: not retried: %s", self.exchange_id, self.market, exc)
                 return
@@ -207,14 +218,14 @@ class MarketFeed:
                 self._error(reason, exc, count=not isinstance(exc, FrameRejected))
                 if reason in (ErrorReason.CHECKSUM, ErrorReason.SEQUENCE_GAP):
                     self.stats.resyncs += 1
-                    self.stats.status = BookStatus.RESYNCING
+                    self._set_status(BookStatus.RESYNCING)
                 elif isinstance(exc, Silent):
                     # Quiet, not unreachable: a halted or illiquid market must read stale
                     # while it is re-snapshotted, not page as a feed that is down.
-                    self.stats.status = BookStatus.STALE
+                    self._set_status(BookStatus.STALE)
                 else:
-                    self.stats.status = BookStatus.DOWN
-                retry_after = _retry_after(exc, reason, client)
+                    self._set_status(BookStatus.DOWN)
+                retry_after = retry_after_seconds(getattr(client, "last_response_headers", None))
             finally:
                 await _close_quietly(client)
             delay = self._backoff.next_delay()
@@ -233,8 +244,8 @@ class MarketFeed:
             if poisoned is not None:
                 # A frame was skipped: the book may miss an update, so rebuild it.
                 raise MalformedFrame(f"malformed frame skipped: {poisoned}")
-            received_at = time.time()
-            mono = time.monotonic()
+            received_at = self._clock.time()
+            mono = self._clock.monotonic()
             try:
                 bids = copy_levels(book["bids"], s.depth, s.max_price, s.max_quantity)
                 asks = copy_levels(book["asks"], s.depth, s.max_price, s.max_quantity)
@@ -261,7 +272,7 @@ class MarketFeed:
             else:
                 stats.status = BookStatus.CROSSED if snap.crossed else BookStatus.LIVE
                 self._backoff.reset()
-            self._on_book(snap)
+            self._sink.on_book(snap)
 
 
 async def _watch_once(client: Any, market: str, depth: int, timeout: float) -> Any:
@@ -292,20 +303,6 @@ class Silent(TimeoutError):
 
 class _BadBook(ccxt_errors.BadResponse):  # type: ignore[misc]
     pass
-
-
-def _retry_after(exc: BaseException, reason: ErrorReason, client: Any) -> float | None:
-    """Seconds the exchange asked us to wait: the Retry-After of the failed REST answer
-    (418/429, also 503). Each attempt uses a fresh client, so the headers are this attempt's."""
-    return retry_after_seconds(getattr(client, "last_response_headers", None))
-
-
-def _http_status(exc: BaseException) -> int | None:
-    """The HTTP status ccxt put in a REST error message ("binance 429 ..."), if any."""
-    for word in str(exc).split()[:3]:
-        if word.isdigit() and len(word) == 3:
-            return int(word)
-    return None
 
 
 _closing: set[asyncio.Task[Any]] = set()
@@ -339,20 +336,22 @@ class ExchangeFeeds:
         markets: dict[str, FeedStats],
         latency: LatencyHistogram,
         settings: FeedSettings,
-        on_book: BookHandler,
+        sink: FeedSink,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.exchange_id = exchange_id
         self.ccxt_config = ccxt_config
         self.stats = markets  # market -> stats
         self.latency = latency
         self.settings = settings
-        self.on_book = on_book
+        self.sink = sink
+        self.clock = clock
         self.market_info: dict[str, MarketInfo] = {}
         self.ready = asyncio.Event()
         self._markets: Any = None
         self._currencies: Any = None
         self._warn = RateLimitedLog(log)
-        self.gate = RestGate()
+        self.gate = RestGate(clock)
 
     def _client_config(self) -> dict[str, Any]:
         config = dict(self.ccxt_config)
@@ -372,16 +371,18 @@ class ExchangeFeeds:
                 raise
             except Exception as exc:
                 reason = classify(exc)
-                for stats in self.stats.values():
+                for market, stats in self.stats.items():
                     stats.errors[reason] += 1
                     stats.status = BookStatus.DOWN
+                    self.sink.on_status(self.exchange_id, market)
                 self._warn.warning(
                     (self.exchange_id, "load_markets"),
                     "%s: loading markets failed: %s",
                     self.exchange_id,
                     exc,
                 )
-                retry_after = _retry_after(exc, reason, loader)
+                # Each attempt uses a fresh client: its headers are this attempt's answer.
+                retry_after = retry_after_seconds(getattr(loader, "last_response_headers", None))
             finally:
                 await _close_quietly(loader)
             delay = backoff.next_delay()
@@ -395,6 +396,7 @@ class ExchangeFeeds:
             if m is None:
                 stats.status = BookStatus.DOWN
                 stats.config_error = True
+                self.sink.on_status(self.exchange_id, market)
                 stats.errors[ErrorReason.UNKNOWN_SYMBOL] += 1
                 log.error("%s: market %s is not listed; not watched", self.exchange_id, market)
                 continue
@@ -404,6 +406,7 @@ class ExchangeFeeds:
                 min_cost=float((limits.get("cost") or {}).get("min") or 0.0),
                 min_amount=float((limits.get("amount") or {}).get("min") or 0.0),
             )
+        self.sink.on_markets(self.exchange_id, self.market_info)
         self.ready.set()
 
     def _make_client(self, stats: FeedStats) -> Any:
@@ -464,8 +467,9 @@ class ExchangeFeeds:
                     self.latency,
                     self.settings,
                     self._make_client,
-                    self.on_book,
+                    self.sink,
                     self._warn,
                     self.gate,
+                    self.clock,
                 )
                 tg.create_task(feed.run(), name=f"feed:{self.exchange_id}:{market}")

@@ -8,7 +8,6 @@ to the in-memory window). Numbers that are not finite are sent as null, never Na
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,9 +17,10 @@ from exporter.analytics.insights import ARROWS, Risk, trend_direction
 from exporter.config import Config
 from exporter.http.server import Handler, json_error
 from exporter.market.intelligence import Intelligence
-from exporter.market.state import MarketState, PairKey
-from exporter.model import Fill, PairResult, label_number
-from exporter.store.writer import StateUnavailable, StateWriter
+from exporter.market.state import MarketState
+from exporter.model import Fill, PairKey, PairResult, label_number
+from exporter.store.reader import StateUnavailable
+from exporter.store.writer import StateWriter
 
 MAX_NOTIONAL = 1e9  # on-demand sizes beyond this are refused (the walk is bounded anyway)
 MAX_WINDOWS = 1000
@@ -130,12 +130,9 @@ class Api:
         notional = _float_param(query, "notional", 0.0, MAX_NOTIONAL)
         if notional is not None and notional <= 0:
             raise BadRequest("`notional` must be > 0")
-        now = time.time()
+        now = self.market.clock.time()
         entries: list[dict[str, Any]] = []
-        for key in self.market.pair_keys():
-            res = self.market.pairs.get(key)
-            if res is None or (symbol is not None and key[0] != symbol):
-                continue
+        for key, res in self.market.live_pairs(symbol):
             if notional is None:
                 fills: tuple[Fill, ...] = res.fills
             else:
@@ -176,7 +173,7 @@ class Api:
             for (a, b), (r, n) in sorted(it.correlation.items())
         ]
         return {
-            "generated_at": time.time(),
+            "generated_at": self.market.clock.time(),
             "reference": {
                 "notional": cfg.reference_notional,
                 "band": cfg.reference_band,
@@ -209,7 +206,7 @@ class Api:
         if kind is not None and kind not in LOG_KINDS:
             raise BadRequest(f"`kind` must be one of {list(LOG_KINDS)}, got {kind!r}")
         try:
-            entries = await self.writer.read_log(since=since, limit=limit, kind=kind)
+            entries = await self.writer.reader.read_log(since=since, limit=limit, kind=kind)
         except StateUnavailable as exc:
             return json_error(503, f"window log unavailable: {exc}", path=request.path)
         return web.json_response({"count": len(entries), "windows": entries})
@@ -222,7 +219,7 @@ class Api:
         limit = _int_param(q, "limit", 300, MAX_HISTORY)
         source = "redis"
         try:
-            rows = await self.writer.read_history(symbol, since=since, limit=limit)
+            rows = await self.writer.reader.read_history(symbol, since=since, limit=limit)
         except StateUnavailable:
             # Redis away or disabled: the in-memory window still answers (shorter span).
             source = "memory"

@@ -1,4 +1,4 @@
-"""Custom Collector: renders market metrics from MarketState and FeedStats on each scrape.
+"""Custom Collector: renders market metrics from MarketState's views and FeedStats per scrape.
 
 No I/O and no computation beyond reading plain in-memory records happens in ``collect()``.
 Fixed label sets (feed counters, error reasons, window counters, fillability, window_open)
@@ -7,7 +7,6 @@ are exported from start, at 0, so series never appear from nowhere.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 
 from prometheus_client.core import (
@@ -19,8 +18,10 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from exporter import __version__
+from exporter.analytics.insights import trend_direction
 from exporter.analytics.windows import DURATION_BUCKETS
 from exporter.feeds.stats import LatencyHistogram
+from exporter.market.intelligence import Intelligence
 from exporter.market.state import MarketState
 from exporter.model import BookStatus, ErrorReason, label_number
 
@@ -31,12 +32,15 @@ class MarketCollector(Collector):
     def __init__(self, market: MarketState, latency: dict[str, LatencyHistogram]) -> None:
         self.market = market
         self.latency = latency
+        self._now = 0.0
 
     def describe(self) -> list[Metric]:
         # Registration must not call collect(): the state may still be empty.
         return []
 
     def collect(self) -> Iterator[Metric]:
+        # One instant per scrape: every family judges liveness at the same time.
+        self._now = self.market.clock.monotonic()
         yield from self._books()
         yield from self._feeds()
         yield from self._latency()
@@ -90,28 +94,26 @@ class MarketCollector(Collector):
             P + "orderbook_stale", "1 when the book is stale or frozen", labels=ls
         )
         bands = [(b, label_number(b)) for b in m.config.bands]
-        now = time.monotonic()
-        for symbol, mapping in m.symbols.items():
-            for ex, market in mapping.items():
-                labels = [ex, symbol]
-                stale.add_metric(labels, float(m.status(ex, market, now) is BookStatus.STALE))
-                rec = m.books.get((ex, symbol))
-                if rec is None:
-                    continue
-                updated.add_metric(labels, rec.snapshot.received_at)
-                met = rec.metrics
-                if met is None or rec.rate is None:
-                    continue
-                bid.add_metric(labels, met.best_bid * rec.rate)
-                ask.add_metric(labels, met.best_ask * rec.rate)
-                spread.add_metric(labels, met.spread_ratio)
-                for b, bl in bands:
-                    bd, ad = met.depth[b]
-                    depth.add_metric([ex, symbol, "bid", bl], bd)
-                    depth.add_metric([ex, symbol, "ask", bl], ad)
-                    complete.add_metric([ex, symbol, bl], float(met.depth_complete[b]))
-                    if b in met.imbalance:
-                        imbalance.add_metric([ex, symbol, bl], met.imbalance[b])
+        for view in m.books(self._now):
+            ex, symbol, rec = view.exchange, view.symbol, view.record
+            labels = [ex, symbol]
+            stale.add_metric(labels, float(view.status is BookStatus.STALE))
+            if rec is None:
+                continue
+            updated.add_metric(labels, rec.snapshot.received_at)
+            met = rec.metrics
+            if met is None or rec.rate is None:
+                continue
+            bid.add_metric(labels, met.best_bid * rec.rate)
+            ask.add_metric(labels, met.best_ask * rec.rate)
+            spread.add_metric(labels, met.spread_ratio)
+            for b, bl in bands:
+                bd, ad = met.depth[b]
+                depth.add_metric([ex, symbol, "bid", bl], bd)
+                depth.add_metric([ex, symbol, "ask", bl], ad)
+                complete.add_metric([ex, symbol, bl], float(met.depth_complete[b]))
+                if b in met.imbalance:
+                    imbalance.add_metric([ex, symbol, bl], met.imbalance[b])
         yield from (bid, ask, spread, depth, complete, imbalance, updated, stale)
 
     def _feeds(self) -> Iterator[Metric]:
@@ -157,7 +159,7 @@ class MarketCollector(Collector):
             "Minimum signed latency over the last 60 s (clock offset estimate)",
             labels=["exchange"],
         )
-        now = time.time()
+        now = self.market.clock.time()
         for ex, h in self.latency.items():
             hist.add_metric([ex], h.cumulative(), h.total)
             neg.add_metric([ex], h.negative)
@@ -194,7 +196,7 @@ class MarketCollector(Collector):
         notionals = [(n, label_number(n)) for n in m.config.notionals]
         for key in m.pair_keys():
             labels = list(key)
-            result = m.live_pair(key)
+            result = m.live_pair(key, self._now)
             if result is None:
                 for _, nl_ in notionals:
                     fillable.add_metric([*labels, nl_], 0.0)
@@ -234,3 +236,80 @@ class MarketCollector(Collector):
             buckets.append(("+Inf", acc + h.counts[-1]))
             dur.add_metric([symbol], buckets, h.total)
         yield from (is_open, total, dur)
+
+
+class IntelligenceCollector(Collector):
+    """Renders the precomputed intelligence dicts; no computation in ``collect()``."""
+
+    def __init__(self, intel: Intelligence) -> None:
+        self.intel = intel
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        it = self.intel
+        p = "cryptoarb_"
+        corr = GaugeMetricFamily(
+            p + "spread_correlation_ratio",
+            "Pearson correlation of the reference spreads of two symbols (1 s samples)",
+            labels=["symbol", "other_symbol"],
+        )
+        for (a, b), (r, _n) in sorted(it.correlation.items()):
+            corr.add_metric([a, b], r)
+        dur = GaugeMetricFamily(
+            p + "correlation_compute_duration_seconds",
+            "Duration of the last correlation matrix computation",
+        )
+        dur.add_metric([], it.correlation_duration)
+        change = GaugeMetricFamily(
+            p + "spread_change_ratio",
+            "Change of the reference spread over the trend window",
+            labels=["symbol", "window"],
+        )
+        direction = GaugeMetricFamily(
+            p + "spread_trend_direction",
+            "1 rising, -1 falling, 0 within +-trend_epsilon over the trend window",
+            labels=["symbol", "window"],
+        )
+        eps = it.config.trend_epsilon
+        for (symbol, w), v in it.trends.items():
+            change.add_metric([symbol, label_number(w)], v)
+            direction.add_metric([symbol, label_number(w)], trend_direction(v, eps))
+        risk = GaugeMetricFamily(
+            p + "execution_risk_ratio",
+            "Execution risk score in [0, 1] (fill, latency, volatility, book age)",
+            labels=["symbol", "buy_exchange", "sell_exchange", "notional"],
+        )
+        for (s, a, b, n), rk in it.risk.items():
+            risk.add_metric([s, a, b, label_number(n)], rk.score)
+        pressure = GaugeMetricFamily(
+            p + "buying_pressure_ratio",
+            "(1 + reference-band imbalance) / 2: bid share of the band's depth",
+            labels=["exchange", "symbol"],
+        )
+        for (ex, s), pr in it.pressure.items():
+            pressure.add_metric([ex, s], pr.value)
+        p50 = GaugeMetricFamily(
+            p + "feed_latency_p50_seconds",
+            "Median feed latency over insights.latency_seconds (histogram_quantile rules)",
+            labels=["exchange"],
+        )
+        p99 = GaugeMetricFamily(
+            p + "feed_latency_p99_seconds",
+            "99th percentile feed latency over insights.latency_seconds",
+            labels=["exchange"],
+        )
+        for ex, audit in it.latency.items():
+            if audit.p50 is not None:
+                p50.add_metric([ex], audit.p50)
+            if audit.p99 is not None:
+                p99.add_metric([ex], audit.p99)
+        errors = CounterMetricFamily(
+            p + "intelligence_errors",
+            "Failures of the intelligence timer by stage",
+            labels=["stage"],
+        )
+        for stage, count in it.errors.items():
+            errors.add_metric([stage], count)
+        yield from (corr, dur, change, direction, risk, pressure, p50, p99, errors)

@@ -14,19 +14,16 @@ import hmac
 import logging
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from aiohttp import web
 
 from exporter.config import WebhookConfig
+from exporter.model import LogSink
 
 log = logging.getLogger(__name__)
 
 PATH = "/api/alertmanager"
-
-
-class LogSink(Protocol):
-    def append_log(self, entry: Mapping[str, Any], dedupe_key: str | None = None) -> None: ...
 
 
 def read_token(path: str | None) -> str | None:

@@ -1,8 +1,9 @@
 """Market intelligence service: history rows, trends, insights (every ``history.interval``)
 and the correlation matrix (every ``correlation.interval``, in a worker thread).
 
-Everything here reads :class:`MarketState` and the feed counters, and leaves its results in
-plain dicts that :class:`IntelligenceCollector` and the JSON API read without computing.
+Everything here reads :class:`MarketState`'s views and the feed counters, and leaves its
+results in plain dicts that ``IntelligenceCollector`` (exporter/http/collector.py) and the
+JSON API read without computing.
 """
 
 from __future__ import annotations
@@ -12,10 +13,7 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Iterator, Mapping
-
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
+from collections.abc import Mapping
 
 from exporter.analytics.history import (
     HistoryRow,
@@ -34,14 +32,14 @@ from exporter.analytics.insights import (
     buying_pressure,
     execution_risk,
     latency_audit,
-    trend_direction,
 )
 from exporter.analytics.windows import WindowKey
 from exporter.config import Config
 from exporter.feeds.stats import FeedStats, LatencyHistogram
 from exporter.market.state import BookRecord, MarketState
-from exporter.model import BookSnapshot, BookStatus, label_number
-from exporter.store.writer import StateUnavailable, StateWriter
+from exporter.model import BookSnapshot, FeedKey, PairKey
+from exporter.store.reader import StateUnavailable
+from exporter.store.writer import StateWriter
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +54,12 @@ class Intelligence:
         config: Config,
         market: MarketState,
         latency: Mapping[str, LatencyHistogram],
-        feed_stats: Mapping[tuple[str, str], FeedStats],
+        feed_stats: Mapping[FeedKey, FeedStats],
         writer: StateWriter,
     ) -> None:
         self.config = config
         self.market = market
+        self.clock = market.clock
         self._hist = latency
         self._feeds = feed_stats
         self._writer = writer
@@ -106,11 +105,7 @@ class Intelligence:
 
     # -- per interval ------------------------------------------------------------------
     def _live(self, exchange: str, symbol: str) -> BookRecord | None:
-        rec = self.market.books.get((exchange, symbol))
-        market = self.config.symbols[symbol][exchange]
-        if rec is None or rec.metrics is None or rec.rate is None:
-            return None
-        return rec if self.market.status(exchange, market) is BookStatus.LIVE else None
+        return self.market.live_book(exchange, symbol)
 
     def history_row(self, symbol: str, now: float) -> HistoryRow:
         band = self.config.reference_band
@@ -131,8 +126,8 @@ class Intelligence:
         ]
         profits = [
             fill.net_profit
-            for (s, _a, _b), res in list(self.market.pairs.items())
-            if s == symbol and (fill := res.fills[self._ref_idx]).net_profit is not None
+            for _key, res in self.market.live_pairs(symbol)
+            if (fill := res.fills[self._ref_idx]).net_profit is not None
         ]
         return HistoryRow(
             time=now,
@@ -144,7 +139,7 @@ class Intelligence:
         )
 
     def tick(self, now: float, mono: float | None = None) -> None:
-        mono = time.monotonic() if mono is None else mono
+        mono = self.clock.monotonic() if mono is None else mono
         for symbol in self.symbols:
             row = self.history_row(symbol, now)
             self._writer.put_history(symbol, row.as_dict())
@@ -203,7 +198,7 @@ class Intelligence:
                     self.pressure[(ex, symbol)] = p
 
     def risk_inputs(
-        self, key: tuple[str, str, str], now: float
+        self, key: PairKey, now: float
     ) -> tuple[float, float | None, float, float] | None:
         """(reference-band depth, p99, book age, its stale_after) for a live pair, else None.
 
@@ -212,7 +207,7 @@ class Intelligence:
         symbol, a, b = key
         cfg = self.config
         ra, rb = self._live(a, symbol), self._live(b, symbol)
-        if key not in self.market.pairs or ra is None or rb is None:
+        if ra is None or rb is None or self.market.live_pair(key) is None:
             return None
         if ra.metrics is None or rb.metrics is None:
             return None
@@ -226,7 +221,7 @@ class Intelligence:
         age, stale_after = max(ages, key=lambda x: x[0] / x[1])
         return depth, max(p99s) if p99s else None, age, stale_after
 
-    def risk_for(self, key: tuple[str, str, str], notional: float, now: float) -> Risk | None:
+    def risk_for(self, key: PairKey, notional: float, now: float) -> Risk | None:
         """Execution risk of any notional; volatility from the nearest configured notional."""
         inputs = self.risk_inputs(key, now)
         if inputs is None:
@@ -265,7 +260,7 @@ class Intelligence:
         # pair, ROI samples kept as plain values so volatility reads them without copying.
         cutoff = now - self.config.insights.volatility_seconds
         for key in self.market.pair_keys():
-            res = self.market.pairs.get(key)
+            res = self.market.live_pair(key)
             for fill in res.fills if res else ():
                 if fill.net_roi is not None:
                     times, values = self._roi_series((*key, fill.notional))
@@ -285,7 +280,7 @@ class Intelligence:
 
     # -- correlation (worker thread) ---------------------------------------------------
     async def compute_correlation(self, now: float | None = None) -> None:
-        now = time.time() if now is None else now
+        now = self.clock.time() if now is None else now
         series: dict[str, list[Sample]] = {s: self.window.spreads(s) for s in self.corr_symbols}
 
         def job() -> tuple[dict[tuple[str, str], tuple[float, int]], float]:
@@ -302,12 +297,13 @@ class Intelligence:
     async def refill(self) -> int:
         """Refill the in-memory window from ``history:{symbol}``; 0 when Redis is away."""
         limit = int(self.horizon / self.config.history.interval) + 10
-        since = time.time() - self.horizon
+        since = self.clock.time() - self.horizon
         total = 0
         for symbol in self.symbols:
             try:
                 raw = await asyncio.wait_for(
-                    self._writer.read_history(symbol, since=since, limit=limit), REFILL_TIMEOUT
+                    self._writer.reader.read_history(symbol, since=since, limit=limit),
+                    REFILL_TIMEOUT,
                 )
             except (StateUnavailable, TimeoutError) as exc:
                 log.info("history refill skipped: %s", exc or type(exc).__name__)
@@ -324,98 +320,22 @@ class Intelligence:
         except Exception:  # refill is best effort; live rows follow anyway
             self.errors["refill"] += 1
             log.exception("history refill failed")
+        clock = self.clock
         interval = self.config.history.interval
-        next_tick = time.monotonic()
+        next_tick = clock.monotonic()
         next_corr = next_tick
         while True:
-            next_tick = max(next_tick + interval, time.monotonic())
-            await asyncio.sleep(next_tick - time.monotonic())
+            next_tick = max(next_tick + interval, clock.monotonic())
+            await clock.sleep(next_tick - clock.monotonic())
             try:
-                self.tick(time.time())
+                self.tick(clock.time())
             except Exception:
                 self.errors["tick"] += 1
                 log.exception("intelligence tick failed")
-            if time.monotonic() >= next_corr:
-                next_corr = time.monotonic() + self.config.correlation.interval
+            if clock.monotonic() >= next_corr:
+                next_corr = clock.monotonic() + self.config.correlation.interval
                 try:
                     await self.compute_correlation()
                 except Exception:
                     self.errors["correlation"] += 1
                     log.exception("correlation failed")
-
-
-class IntelligenceCollector(Collector):
-    """Renders the precomputed intelligence dicts; no computation in ``collect()``."""
-
-    def __init__(self, intel: Intelligence) -> None:
-        self.intel = intel
-
-    def describe(self) -> list[Metric]:
-        return []
-
-    def collect(self) -> Iterator[Metric]:
-        it = self.intel
-        p = "cryptoarb_"
-        corr = GaugeMetricFamily(
-            p + "spread_correlation_ratio",
-            "Pearson correlation of the reference spreads of two symbols (1 s samples)",
-            labels=["symbol", "other_symbol"],
-        )
-        for (a, b), (r, _n) in sorted(it.correlation.items()):
-            corr.add_metric([a, b], r)
-        dur = GaugeMetricFamily(
-            p + "correlation_compute_duration_seconds",
-            "Duration of the last correlation matrix computation",
-        )
-        dur.add_metric([], it.correlation_duration)
-        change = GaugeMetricFamily(
-            p + "spread_change_ratio",
-            "Change of the reference spread over the trend window",
-            labels=["symbol", "window"],
-        )
-        direction = GaugeMetricFamily(
-            p + "spread_trend_direction",
-            "1 rising, -1 falling, 0 within +-trend_epsilon over the trend window",
-            labels=["symbol", "window"],
-        )
-        eps = it.config.trend_epsilon
-        for (symbol, w), v in it.trends.items():
-            change.add_metric([symbol, label_number(w)], v)
-            direction.add_metric([symbol, label_number(w)], trend_direction(v, eps))
-        risk = GaugeMetricFamily(
-            p + "execution_risk_ratio",
-            "Execution risk score in [0, 1] (fill, latency, volatility, book age)",
-            labels=["symbol", "buy_exchange", "sell_exchange", "notional"],
-        )
-        for (s, a, b, n), rk in it.risk.items():
-            risk.add_metric([s, a, b, label_number(n)], rk.score)
-        pressure = GaugeMetricFamily(
-            p + "buying_pressure_ratio",
-            "(1 + reference-band imbalance) / 2: bid share of the band's depth",
-            labels=["exchange", "symbol"],
-        )
-        for (ex, s), pr in it.pressure.items():
-            pressure.add_metric([ex, s], pr.value)
-        p50 = GaugeMetricFamily(
-            p + "feed_latency_p50_seconds",
-            "Median feed latency over insights.latency_seconds (histogram_quantile rules)",
-            labels=["exchange"],
-        )
-        p99 = GaugeMetricFamily(
-            p + "feed_latency_p99_seconds",
-            "99th percentile feed latency over insights.latency_seconds",
-            labels=["exchange"],
-        )
-        for ex, audit in it.latency.items():
-            if audit.p50 is not None:
-                p50.add_metric([ex], audit.p50)
-            if audit.p99 is not None:
-                p99.add_metric([ex], audit.p99)
-        errors = CounterMetricFamily(
-            p + "intelligence_errors",
-            "Failures of the intelligence timer by stage",
-            labels=["stage"],
-        )
-        for stage, count in it.errors.items():
-            errors.add_metric([stage], count)
-        yield from (corr, dur, change, direction, risk, pressure, p50, p99, errors)

@@ -1,8 +1,9 @@
-"""Redis state (DESIGN section 5): a conflating, bounded, batched writer and the readers.
+"""Redis state writer (docs/redis.md): conflating, bounded and batched.
 
 Hot path: ``put_ticker``/``put_symbols``/``put_history``/``append_log`` are synchronous, O(1),
 never await and never raise; they only touch in-memory buffers. ``run()`` flushes the buffers
-on a timer with one ``EVALSHA`` per batch (one round trip, atomic on the server).
+on a timer with one ``EVALSHA`` of ``flush.lua`` per batch (one round trip, atomic on the
+server). Reads go through :class:`~exporter.store.reader.StateReader` (``writer.reader``).
 
 Delivery of stream entries (history rows and log entries) is exactly-once and in order while
 the process lives: every entry gets a sequence number, buffers are only trimmed after the
@@ -26,6 +27,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Iterable, Mapping
+from importlib import resources
 from itertools import islice
 from typing import Any
 from urllib.parse import urlsplit
@@ -36,143 +38,20 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from exporter.clock import SYSTEM_CLOCK, Clock
+from exporter.store.codec import JSON_OPTS, flatten
+from exporter.store.reader import LOG_STREAM, StateReader
+
 log = logging.getLogger(__name__)
 
-LOG_STREAM = "windows"
 SYMBOLS_KEY = "symbols"
 KINDS = ("ticker", "history", "log")
 BATCH = 2000  # max tickers / history rows / log entries per script call
 IDLE_PING = 5.0  # seconds without Redis contact before run() pings to refresh `up`
-_JSON_OPTS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
 
-# KEYS: 1 writer guard hash, 2 log stream, 3 symbols set, 3+1..3+nt ticker keys, then history keys
-# ARGV: 1 ticker ttl ms, 2 nt, 3 nsym (-1: keep the set), 4 history maxlen, 5 log maxlen,
-#       6 dedupe ttl s, 7 guard ttl s, then nt ticker values, nsym members,
-#       nh, nh x (seq, history key index, nfields, fields...), nl, nl x (seq, dedupe key, nf, ...)
-_FLUSH_LUA = """
-local nt = tonumber(ARGV[2])
-local nsym = tonumber(ARGV[3])
-local a = 8
-for k = 1, nt do
-  redis.call('SET', KEYS[3 + k], ARGV[a], 'PX', ARGV[1])
-  a = a + 1
-end
-if nsym >= 0 then
-  redis.call('DEL', KEYS[3])
-  local last = a + nsym - 1
-  local s = a
-  while s <= last do
-    local e = math.min(s + 999, last)
-    redis.call('SADD', KEYS[3], unpack(ARGV, s, e))
-    s = e + 1
-  end
-  a = a + nsym
-end
-local hdone = tonumber(redis.call('HGET', KEYS[1], 'history') or '0')
-local ldone = tonumber(redis.call('HGET', KEYS[1], 'log') or '0')
-local hlast = tostring(hdone)
-local llast = tostring(ldone)
-local hw, lw, dd, sk = 0, 0, 0, 0
-local function save()
-  redis.call('HSET', KEYS[1], 'history', hlast, 'log', llast)
-  redis.call('EXPIRE', KEYS[1], ARGV[7])
-end
-local function add(key, maxlen, nf)
-  local r = redis.pcall('XADD', key, 'MAXLEN', '~', maxlen, '*',
-    unpack(ARGV, a + 3, a + 2 + 2 * nf))
-  if type(r) == 'table' and r.err then
-    if string.sub(r.err, 1, 9) ~= 'WRONGTYPE' then
-      save()
-      return redis.error_reply(r.err)
-    end
-    sk = sk + 1
-    return false
-  end
-  return true
-end
-local nh = tonumber(ARGV[a])
-a = a + 1
-for _ = 1, nh do
-  local nf = tonumber(ARGV[a + 2])
-  if tonumber(ARGV[a]) > hdone then
-    local ok = add(KEYS[3 + nt + tonumber(ARGV[a + 1])], ARGV[4], nf)
-    if type(ok) == 'table' then return ok end
-    if ok then hw = hw + 1 end
-    hlast = ARGV[a]
-  end
-  a = a + 3 + 2 * nf
-end
-local nl = tonumber(ARGV[a])
-a = a + 1
-for _ = 1, nl do
-  local dk = ARGV[a + 1]
-  local nf = tonumber(ARGV[a + 2])
-  if tonumber(ARGV[a]) > ldone then
-    if dk ~= '' and redis.call('EXISTS', dk) == 1 then
-      dd = dd + 1
-    else
-      local ok = add(KEYS[2], ARGV[5], nf)
-      if type(ok) == 'table' then return ok end
-      if ok then
-        lw = lw + 1
-        if dk ~= '' then redis.call('SET', dk, '1', 'EX', ARGV[6]) end
-      end
-    end
-    llast = ARGV[a]
-  end
-  a = a + 3 + 2 * nf
-end
-save()
-return {hw, lw, dd, sk}
-"""
-
-
-class StateUnavailable(RuntimeError):
-    """A reader could not reach Redis (or Redis is disabled); the API answers 503."""
-
-
-def encode_value(value: Any) -> str:
-    """Stream field encoding: str as is, numbers as text, None as "", containers as JSON."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return repr(float(value))
-    if isinstance(value, int):
-        return str(int(value))
-    if value is None:
-        return ""
-    if isinstance(value, Mapping | list | tuple | set | frozenset):
-        obj = list(value) if isinstance(value, set | frozenset) else value
-        return orjson.dumps(obj, default=str, option=_JSON_OPTS).decode()
-    return str(value)
-
-
-def _flatten(entry: Mapping[str, Any]) -> list[str]:
-    out: list[str] = []
-    for k, v in entry.items():
-        out.append(str(k))
-        out.append(encode_value(v))
-    return out
-
-
-def _decode_json(value: str) -> Any:
-    if value[:1] in ("{", "["):
-        try:
-            return orjson.loads(value)
-        except orjson.JSONDecodeError:
-            return value
-    return value
-
-
-def _decode_number(value: str) -> Any:
-    if value == "":
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        return _decode_json(value)
+# The flush script: tickers, the symbol set, history rows and log entries in one call, with
+# the exactly-once bookkeeping (KEYS/ARGV layout documented at its top).
+_FLUSH_LUA = resources.files("exporter.store").joinpath("flush.lua").read_text(encoding="utf-8")
 
 
 def _safe_url(url: str) -> str:
@@ -195,7 +74,9 @@ class StateWriter:
         backoff_cap: float = 5.0,
         dedupe_ttl: float = 7 * 86_400.0,
         scan_max: int = 100_000,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
+        self._clock = clock
         self._url = url
         self._flush_interval = flush_interval
         self._queue_max = max(1, queue_max)
@@ -304,7 +185,7 @@ class StateWriter:
         if self._script is None:
             return
         try:
-            fields = _flatten(row)
+            fields = flatten(row)
         except Exception:
             log.exception("redis: unencodable history row for %s dropped", symbol)
             self._drop_history.inc()
@@ -323,7 +204,7 @@ class StateWriter:
         if self._script is None:
             return
         try:
-            fields = _flatten(entry)
+            fields = flatten(entry)
         except Exception:
             log.exception("redis: unencodable log entry dropped: %r", entry)
             self._drop_log.inc()
@@ -356,7 +237,7 @@ class StateWriter:
         values: list[str] = []
         for key, item in tickers:
             try:
-                values.append(orjson.dumps(item[0], default=str, option=_JSON_OPTS).decode())
+                values.append(orjson.dumps(item[0], default=str, option=JSON_OPTS).decode())
             except Exception:
                 log.exception("redis: unencodable ticker %s dropped", key)
                 values.append("null")
@@ -431,7 +312,7 @@ class StateWriter:
     def _on_error(self, exc: BaseException) -> None:
         self._m_errors.inc()
         if self._down_since is None:
-            self._down_since = time.monotonic()
+            self._down_since = self._clock.monotonic()
             log.warning(
                 "redis %s unavailable (%s: %s); buffering writes and retrying",
                 self._name,
@@ -442,7 +323,7 @@ class StateWriter:
         self._m_up.set(0)
 
     def _on_success(self, written: int) -> None:
-        self._last_contact = time.monotonic()
+        self._last_contact = self._clock.monotonic()
         if self._down_since is not None:
             log.info(
                 "redis back after %.1f s, flushed %d entries",
@@ -461,10 +342,10 @@ class StateWriter:
         failures = 0
         delay = 0.0
         while not self._closed:
-            await asyncio.sleep(delay)
+            await self._clock.sleep(delay)
             if self._pending():
                 await self.flush()
-            elif not self._up or time.monotonic() - self._last_contact > IDLE_PING:
+            elif not self._up or self._clock.monotonic() - self._last_contact > IDLE_PING:
                 await self._ping()
             if self._up:
                 failures, delay = 0, self._flush_interval
@@ -497,58 +378,7 @@ class StateWriter:
         self._up = False
         self._m_up.set(0)
 
-    # ---------------------------------------------------------------- readers
-    def _reader(self) -> Redis:
-        if self._client is None:
-            raise StateUnavailable("redis is disabled")
-        return self._client
-
-    async def _range(
-        self, key: str, since: float | None, limit: int, kind: str | None
-    ) -> list[tuple[str, dict[str, str]]]:
-        client = self._reader()
-        low = "-" if since is None else str(max(0, int(since * 1000)))
-        out: list[tuple[str, dict[str, str]]] = []
-        high, scanned = "+", 0
-        try:
-            while len(out) < limit and scanned < self._scan_max:
-                count = limit - len(out) if kind is None else min(1000, self._scan_max)
-                rows = await client.xrevrange(key, max=high, min=low, count=count)
-                for sid, fields in rows:
-                    if kind is None or fields.get("kind") == kind:
-                        out.append((sid, fields))
-                        if len(out) >= limit:
-                            break
-                scanned += len(rows)
-                if len(rows) < count:
-                    break
-                high = "(" + rows[-1][0]
-        except Exception as exc:
-            raise StateUnavailable(f"redis read failed: {type(exc).__name__}: {exc}") from exc
-        return out
-
-    async def read_log(
-        self, *, since: float | None = None, limit: int = 100, kind: str | None = None
-    ) -> list[dict[str, Any]]:
-        """Newest first. Values are strings except JSON objects/arrays (decoded); each entry also
-        carries `stream_id` and `logged_at` (unix s, when written to Redis; `since` uses it)."""
-        out: list[dict[str, Any]] = []
-        for sid, fields in await self._range(LOG_STREAM, since, limit, kind):
-            entry: dict[str, Any] = {k: _decode_json(v) for k, v in fields.items()}
-            entry.setdefault("stream_id", sid)
-            entry.setdefault("logged_at", int(sid.split("-", 1)[0]) / 1000)
-            out.append(entry)
-        return out
-
-    async def read_history(
-        self, symbol: str, *, since: float | None = None, limit: int = 1000
-    ) -> list[dict[str, Any]]:
-        """The newest `limit` rows (stream time >= since), oldest first; numeric fields as float,
-        empty as None; each row also carries `stream_id`."""
-        rows = await self._range(f"history:{symbol}", since, limit, None)
-        out: list[dict[str, Any]] = []
-        for sid, fields in reversed(rows):
-            row: dict[str, Any] = {k: _decode_number(v) for k, v in fields.items()}
-            row.setdefault("stream_id", sid)
-            out.append(row)
-        return out
+    @property
+    def reader(self) -> StateReader:
+        """Reads of the window log and history over this writer's connection pool."""
+        return StateReader(self._client, self._scan_max)

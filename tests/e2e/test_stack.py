@@ -31,7 +31,7 @@ from exporter.devstack.observability import ObservabilityStack
 from tests.observability import dashboards as dsh
 from tests.support.exporter import all_live, running_exporter, sim_config, wait_for
 from tests.support.redis_server import RedisServer
-from tests.support.simulator import SimulatorProcess
+from tests.support.simulator import SimulatorHarness
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -88,7 +88,7 @@ def amtool_add(stack: ObservabilityStack, *labels: str) -> None:
 async def test_end_to_end(tmp_path: Path) -> None:
     token_file = tmp_path / "webhook_token"
     token_file.write_text(TOKEN + "\n")
-    with RedisServer() as redis, SimulatorProcess(seed=21, rate=10) as sim:
+    with RedisServer() as redis, SimulatorHarness(seed=21, rate=10) as sim:
         # Short correlation and trend windows so those panels have data within seconds.
         config = sim_config(
             sim.base_url, redis.url, webhook={"token_file": str(token_file)},
@@ -101,7 +101,7 @@ async def test_end_to_end(tmp_path: Path) -> None:
                 await run_checks(stack, exp, sim)
 
 
-async def run_checks(stack: ObservabilityStack, exp: Exporter, sim: SimulatorProcess) -> None:
+async def run_checks(stack: ObservabilityStack, exp: Exporter, sim: SimulatorHarness) -> None:
     # A dislocation (Kraken BTC +0.6 % for 25 s: buy on Binance, sell on Kraken) and, at the
     # same time, a stopped feed (Binance ETH/USDT) for the stale alert.
     await sim.adislocation("BTC", "kraken", 0.006, 25)
@@ -127,7 +127,7 @@ async def run_checks(stack: ObservabilityStack, exp: Exporter, sim: SimulatorPro
 
     # -- ... and into the Redis log through the webhook ---------------------------------------
     async def logged() -> list[dict[str, Any]]:
-        entries = await exp.writer.read_log(kind="alert", limit=100)
+        entries = await exp.writer.reader.read_log(kind="alert", limit=100)
         return [
             e for e in entries
             if e["alertname"] == "CryptoArbWindowOpen" and e.get("symbol") == "BTC/USD"

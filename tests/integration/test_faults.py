@@ -12,7 +12,6 @@ import dataclasses
 import signal
 import time
 import urllib.request
-from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
@@ -21,7 +20,7 @@ import redis
 
 from exporter.app import Exporter
 from exporter.devstack.procs import free_port
-from exporter.model import BookStatus, ErrorReason
+from exporter.model import BookKey, BookStatus, ErrorReason
 from tests.support.exporter import (
     ExporterProcess,
     all_live,
@@ -32,7 +31,7 @@ from tests.support.exporter import (
 )
 from tests.support.faults import RECOVERY, Recovery, freeze_and_compare, recover, watchdog
 from tests.support.redis_server import RedisServer
-from tests.support.simulator import SimulatorProcess
+from tests.support.simulator import SimulatorHarness
 
 pytestmark = pytest.mark.integration
 
@@ -40,10 +39,8 @@ pytestmark = pytest.mark.integration
 ALWAYS_OPEN = {"open_threshold": -0.05, "close_threshold": -0.06, "min_duration_seconds": 0}
 
 
-@pytest.fixture(scope="module")
-def sim() -> Iterator[SimulatorProcess]:
-    with SimulatorProcess(seed=23, rate=20) as s:
-        yield s
+# One simulator process for the module, reset before each test (tests/support/fixtures.py)
+SIMULATOR = {"seed": 23, "rate": 20}
 
 
 def config(base_url: str, redis_url: str | None = None, **feeds: Any) -> Any:
@@ -101,9 +98,9 @@ async def test_exchange_host_down_at_start_then_restarted_mid_run() -> None:
         )
         status, text = await scrape(exp)
         assert status == 200 and "cryptoarb_feed_up" in text
-        assert not exp.market.pairs and not exp.market.windows.open
+        assert not list(exp.market.live_pairs()) and not exp.market.windows.open
         assert (await scrape(exp, "/readyz"))[0] == 503
-        sim = SimulatorProcess(seed=5, rate=20, extra_args=extra).start()
+        sim = SimulatorHarness(seed=5, rate=20, extra_args=extra).start()
         try:
             t0 = time.monotonic()
             await recover(exp, sim, "exchange host down at start", t0, timeout=30)
@@ -119,7 +116,7 @@ async def test_exchange_host_down_at_start_then_restarted_mid_run() -> None:
                 assert reasons and reasons <= {"feed_down", "stale"}, reasons
                 await asyncio.sleep(2)
                 assert (await scrape(exp))[0] == 200
-                sim = SimulatorProcess(seed=6, rate=20, extra_args=extra).start()
+                sim = SimulatorHarness(seed=6, rate=20, extra_args=extra).start()
                 t0 = time.monotonic()
                 await recover(exp, sim, "exchange host restarted mid-run", t0, timeout=30)
             assert all(s.reconnects >= 1 for s in exp.feed_stats.values())
@@ -130,7 +127,7 @@ async def test_exchange_host_down_at_start_then_restarted_mid_run() -> None:
 # -- REST snapshot failures --------------------------------------------------------------------
 
 
-def depth_requests(sim: SimulatorProcess, ex: str, market: str) -> int:
+def depth_requests(sim: SimulatorHarness, ex: str, market: str) -> int:
     return int(sim.counters()["depth_snapshots"].get(ex, {}).get(market, 0))
 
 
@@ -140,7 +137,7 @@ def depth_requests(sim: SimulatorProcess, ex: str, market: str) -> int:
     (503, ErrorReason.NETWORK),
 ])  # fmt: skip
 async def test_depth_snapshot_error_honours_retry_after(
-    sim: SimulatorProcess, status: int, reason: ErrorReason
+    sim: SimulatorHarness, status: int, reason: ErrorReason
 ) -> None:
     async with running_exporter(config(sim.base_url)) as exp:
         await live_with_windows(exp)
@@ -170,7 +167,7 @@ async def test_depth_snapshot_error_honours_retry_after(
             await recover(exp, sim, f"REST depth snapshot {status} (Retry-After 2 s)", t0)
 
 
-async def test_reconnect_storm_stays_within_the_snapshot_budget(sim: SimulatorProcess) -> None:
+async def test_reconnect_storm_stays_within_the_snapshot_budget(sim: SimulatorHarness) -> None:
     """60 s of sockets closed or aborted every second on both exchanges: at most 12 depth
     snapshots per market (burst 4 + 8 per minute), and every book recovers afterwards."""
     async with running_exporter(config(sim.base_url)) as exp:
@@ -201,7 +198,7 @@ async def test_reconnect_storm_stays_within_the_snapshot_budget(sim: SimulatorPr
 # -- crossed and frozen books ---------------------------------------------------------------
 
 
-async def test_crossed_book_yields_nothing_until_it_uncrosses(sim: SimulatorProcess) -> None:
+async def test_crossed_book_yields_nothing_until_it_uncrosses(sim: SimulatorHarness) -> None:
     async with running_exporter(config(sim.base_url)) as exp:
         await live_with_windows(exp)
         spy = LogSpy(exp)
@@ -220,7 +217,7 @@ async def test_crossed_book_yields_nothing_until_it_uncrosses(sim: SimulatorProc
             await recover(exp, sim, "crossed book (2.5 s)", t0)
 
 
-async def test_frozen_book_while_the_other_exchange_moves(sim: SimulatorProcess) -> None:
+async def test_frozen_book_while_the_other_exchange_moves(sim: SimulatorHarness) -> None:
     async with running_exporter(config(sim.base_url, frozen_after=1.5)) as exp:
         await live_with_windows(exp)
         spy = LogSpy(exp)
@@ -254,7 +251,7 @@ def stream_ids(server: RedisServer) -> list[str]:
 
 
 async def test_redis_down_at_start_then_killed_mid_run_loses_no_window_entry(
-    sim: SimulatorProcess, redis_server_factory: Any
+    sim: SimulatorHarness, redis_server_factory: Any
 ) -> None:
     server: RedisServer = redis_server_factory(started=False)
     async with running_exporter(config(sim.base_url, server.url)) as exp:
@@ -298,7 +295,7 @@ async def test_redis_down_at_start_then_killed_mid_run_loses_no_window_entry(
 
 
 def test_sigterm_under_load_closes_windows_and_exits_zero(redis_server: RedisServer) -> None:
-    with SimulatorProcess(seed=3, rate=300, extra_args=["--mode", "fixed_rate"]) as busy:
+    with SimulatorHarness(seed=3, rate=300, extra_args=["--mode", "fixed_rate"]) as busy:
         proc = ExporterProcess(
             sim_config_data(busy.base_url, redis_server.url, windows=ALWAYS_OPEN)
         ).start()
@@ -332,7 +329,7 @@ def _ready(url: str) -> bool:
         return False
 
 
-async def test_freeze_compare_helper_detects_a_wrong_book(sim: SimulatorProcess) -> None:
+async def test_freeze_compare_helper_detects_a_wrong_book(sim: SimulatorHarness) -> None:
     """The ground-truth comparison used everywhere above must be able to fail."""
     # A watch times out after stale_after of quiet and the reconnect's snapshot replaces the
     # tampered book with the truth: with 1 s that could land before the 0.5 s comparison
@@ -343,10 +340,10 @@ async def test_freeze_compare_helper_detects_a_wrong_book(sim: SimulatorProcess)
         sim.freeze()
         try:
             await asyncio.sleep(0.5)  # the last frames arrive; a reconnect needs 5 s of quiet
-            rec = exp.market.books[key]
+            rec = exp.market._records[BookKey(key)]
             bad = (rec.snapshot.bids[0][0] + 1.0, rec.snapshot.bids[0][1])
             snap = dataclasses.replace(rec.snapshot, bids=(bad, *rec.snapshot.bids[1:]))
-            exp.market.books[key] = dataclasses.replace(rec, snapshot=snap)
+            exp.market._records[BookKey(key)] = dataclasses.replace(rec, snapshot=snap)
             # The tampered book is the one that fails, not any book still settling.
             with pytest.raises(AssertionError, match="kraken BTC/USD equal to ground truth"):
                 await freeze_and_compare(exp, sim, timeout=0.5)

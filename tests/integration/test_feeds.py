@@ -4,31 +4,29 @@ symbols plus the Kraken USDT/USD conversion book, short timeouts."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
 from exporter.model import BookStatus, ErrorReason
 from tests.support.exporter import all_live, running_exporter, sim_config, wait_for
 from tests.support.faults import RECOVERY, Recovery, freeze_and_compare
-from tests.support.simulator import SimulatorProcess
+from tests.support.simulator import SimulatorHarness
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def sim() -> Iterator[SimulatorProcess]:
-    with SimulatorProcess(seed=7, rate=20) as s:
-        yield s
+# One simulator process for the module, reset before each test (tests/support/fixtures.py)
+SIMULATOR = {"seed": 7, "rate": 20}
 
 
-async def test_books_equal_ground_truth_on_both_exchanges(sim: SimulatorProcess) -> None:
+async def test_books_equal_ground_truth_on_both_exchanges(sim: SimulatorHarness) -> None:
     async with running_exporter(sim_config(sim.base_url)) as exp:
         await wait_for(lambda: all_live(exp), timeout=15, what="all books live")
         await wait_for(lambda: all(s.messages > 20 for s in exp.feed_stats.values()), timeout=10)
         # Before the freeze: a comparison that outlasts stale_after (1 s) leaves the books
         # stale, the sweep drops their pairs, and they return only with the next updates.
-        assert exp.market.pairs, "live books on both exchanges must give opportunities"
+        assert list(exp.market.live_pairs()), "live books on both exchanges must give opportunities"
         await freeze_and_compare(exp, sim)
         assert all(s.up for s in exp.feed_stats.values())
 
@@ -38,7 +36,7 @@ async def test_books_equal_ground_truth_on_both_exchanges(sim: SimulatorProcess)
     ("kraken", "ETH/USD", "abort"),
 ])  # fmt: skip
 async def test_reconnect_after_server_side_close_or_abort(
-    sim: SimulatorProcess, exchange: str, market: str, kind: str
+    sim: SimulatorHarness, exchange: str, market: str, kind: str
 ) -> None:
     async with running_exporter(sim_config(sim.base_url)) as exp:
         await wait_for(lambda: all_live(exp), timeout=15)
@@ -52,7 +50,7 @@ async def test_reconnect_after_server_side_close_or_abort(
         await freeze_and_compare(exp, sim)
 
 
-async def test_binance_sequence_gap_resyncs(sim: SimulatorProcess) -> None:
+async def test_binance_sequence_gap_resyncs(sim: SimulatorHarness) -> None:
     async with running_exporter(sim_config(sim.base_url)) as exp:
         await wait_for(lambda: all_live(exp), timeout=15)
         before = sim.counters()["depth_snapshots"]["binance"]["BTC/USDT"]
@@ -71,7 +69,7 @@ async def test_binance_sequence_gap_resyncs(sim: SimulatorProcess) -> None:
 
 @pytest.mark.parametrize("kind", ["drop_update", "bad_checksum"])
 async def test_kraken_checksum_mismatch_resyncs_only_that_book(
-    sim: SimulatorProcess, kind: str
+    sim: SimulatorHarness, kind: str
 ) -> None:
     async with running_exporter(sim_config(sim.base_url)) as exp:
         await wait_for(lambda: all_live(exp), timeout=15)
@@ -97,7 +95,7 @@ async def test_kraken_checksum_mismatch_resyncs_only_that_book(
         await freeze_and_compare(exp, sim)
 
 
-async def test_silent_stall_with_pings_answered_forces_reconnect(sim: SimulatorProcess) -> None:
+async def test_silent_stall_with_pings_answered_forces_reconnect(sim: SimulatorHarness) -> None:
     async with running_exporter(sim_config(sim.base_url)) as exp:
         await wait_for(lambda: all_live(exp), timeout=15)
         stats = exp.feed_stats[("kraken", "BTC/USD")]
@@ -129,7 +127,7 @@ async def test_silent_stall_with_pings_answered_forces_reconnect(sim: SimulatorP
     ("kraken", "BTC/USD"),
 ])  # fmt: skip
 async def test_malformed_frame_is_counted_and_forces_reconnect(
-    sim: SimulatorProcess, exchange: str, market: str
+    sim: SimulatorHarness, exchange: str, market: str
 ) -> None:
     async with running_exporter(sim_config(sim.base_url)) as exp:
         await wait_for(lambda: all_live(exp), timeout=15)

@@ -12,7 +12,6 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from exporter.app import Exporter
 from tests.integration.test_pipeline import independent_net_profit, samples, scrape
 from tests.support.exporter import ROOT, all_live, running_exporter, sim_config_data, wait_for
 from tests.support.redis_server import RedisServer
-from tests.support.simulator import SimulatorProcess
+from tests.support.simulator import SimulatorHarness
 
 pytestmark = pytest.mark.integration
 
@@ -41,10 +40,8 @@ HISTORY_FIELDS = {"time", "spread", "liquidity", "latency", "imbalance", "net_pr
 TREND_WINDOWS = [1.0, 2.0]
 
 
-@pytest.fixture
-def sim() -> Iterator[SimulatorProcess]:
-    with SimulatorProcess(seed=5, rate=10) as s:
-        yield s
+# One simulator process for the module, reset before each test (tests/support/fixtures.py)
+SIMULATOR = {"seed": 5, "rate": 10}
 
 
 def intel_config(base_url: str, redis_url: str | None) -> dict[str, Any]:
@@ -79,7 +76,7 @@ async def get(exp: Exporter, path: str) -> tuple[int, Any]:
 
 
 async def test_history_rows_correlation_matrix_and_refill_after_restart(
-    sim: SimulatorProcess, redis_server: RedisServer
+    sim: SimulatorHarness, redis_server: RedisServer
 ) -> None:
     r = redis.Redis.from_url(redis_server.url, decode_responses=True)
     config = _parse(intel_config(sim.base_url, redis_server.url))
@@ -142,7 +139,7 @@ async def _status(*args: str) -> str:
 
 
 async def test_api_metrics_and_status_view(
-    sim: SimulatorProcess, redis_server: RedisServer, tmp_path: Path
+    sim: SimulatorHarness, redis_server: RedisServer, tmp_path: Path
 ) -> None:
     r = redis.Redis.from_url(redis_server.url, decode_responses=True)
     data = intel_config(sim.base_url, redis_server.url)
@@ -259,11 +256,11 @@ async def test_api_metrics_and_status_view(
         }
         assert set(by_key) == set(keys)
         for s, a, b in keys:
-            fa, fb = exp._fees(a, SYMBOLS[s][a]), exp._fees(b, SYMBOLS[s][b])
+            fa, fb = exp.fees.get(a, SYMBOLS[s][a]), exp.fees.get(b, SYMBOLS[s][b])
             assert fa is not None and fb is not None
             expected = independent_net_profit(
                 truth[(a, SYMBOLS[s][a])]["asks"], truth[(b, SYMBOLS[s][b])]["bids"],
-                Decimal(2500), Decimal(str(fa[0])), Decimal(str(fb[0])), rates[a], rates[b],
+                Decimal(2500), Decimal(str(fa.taker_fee)), Decimal(str(fb.taker_fee)), rates[a], rates[b],
             )  # fmt: skip
             e = by_key[(s, a, b)]
             assert e["notional"] == 2500 and e["risk"]["level"] in ("low", "medium", "high")

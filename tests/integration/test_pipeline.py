@@ -10,7 +10,6 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -28,15 +27,13 @@ from tests.support.exporter import (
     wait_for,
 )
 from tests.support.redis_server import RedisServer
-from tests.support.simulator import SimulatorProcess
+from tests.support.simulator import SimulatorHarness
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def sim() -> Iterator[SimulatorProcess]:
-    with SimulatorProcess(seed=11, rate=10) as s:
-        yield s
+# One simulator process for the module, reset before each test (tests/support/fixtures.py)
+SIMULATOR = {"seed": 11, "rate": 10}
 
 
 async def scrape(exp: Exporter) -> str:
@@ -95,7 +92,7 @@ def independent_net_profit(
 
 
 async def test_exported_net_roi_equals_independent_computation_on_ground_truth(
-    sim: SimulatorProcess,
+    sim: SimulatorHarness,
 ) -> None:
     # The books must stay live while the simulator is frozen: with stale_after 1 s, the
     # settle, five synchronous ground-truth reads and the scrape could outlast it (a book's
@@ -123,8 +120,8 @@ async def test_exported_net_roi_equals_independent_computation_on_ground_truth(
                 for b in mapping:
                     if a == b:
                         continue
-                    fa = exp._fees(a, mapping[a])
-                    fb = exp._fees(b, mapping[b])
+                    fa = exp.fees.get(a, mapping[a])
+                    fb = exp.fees.get(b, mapping[b])
                     assert fa is not None and fb is not None
                     for n in exp.config.notionals:
                         q = Decimal(str(n))
@@ -132,8 +129,8 @@ async def test_exported_net_roi_equals_independent_computation_on_ground_truth(
                             truth[(a, mapping[a])]["asks"],
                             truth[(b, mapping[b])]["bids"],
                             q,
-                            Decimal(str(fa[0])),
-                            Decimal(str(fb[0])),
+                            Decimal(str(fa.taker_fee)),
+                            Decimal(str(fb.taker_fee)),
                             rates[a],
                             rates[b],
                         )
@@ -151,7 +148,7 @@ async def test_exported_net_roi_equals_independent_computation_on_ground_truth(
 
 
 async def test_dislocation_opens_and_closes_a_window_in_the_redis_log(
-    sim: SimulatorProcess, redis_server: RedisServer
+    sim: SimulatorHarness, redis_server: RedisServer
 ) -> None:
     r = redis.Redis.from_url(redis_server.url, decode_responses=True)
     async with running_exporter(sim_config(sim.base_url, redis_server.url)) as exp:
@@ -193,7 +190,7 @@ async def test_dislocation_opens_and_closes_a_window_in_the_redis_log(
 
 
 async def test_ticker_keys_symbols_set_and_ttl(
-    sim: SimulatorProcess, redis_server: RedisServer
+    sim: SimulatorHarness, redis_server: RedisServer
 ) -> None:
     r = redis.Redis.from_url(redis_server.url, decode_responses=True)
     async with running_exporter(sim_config(sim.base_url, redis_server.url)) as exp:
@@ -214,7 +211,7 @@ async def test_ticker_keys_symbols_set_and_ttl(
 
 
 async def test_redis_outage_loses_no_window_entry(
-    sim: SimulatorProcess, redis_server: RedisServer
+    sim: SimulatorHarness, redis_server: RedisServer
 ) -> None:
     async with running_exporter(sim_config(sim.base_url, redis_server.url)) as exp:
         await wait_for(lambda: all_live(exp), timeout=15)
@@ -246,7 +243,7 @@ async def test_redis_outage_loses_no_window_entry(
         assert len(logged) == len(ids), "no duplicates"
 
 
-def test_promtool_check_metrics_finds_nothing(sim: SimulatorProcess) -> None:
+def test_promtool_check_metrics_finds_nothing(sim: SimulatorHarness) -> None:
     promtool = shutil.which("promtool")
     assert promtool, "promtool is installed by scripts/setup.sh"
 
@@ -267,7 +264,7 @@ def test_promtool_check_metrics_finds_nothing(sim: SimulatorProcess) -> None:
 
 
 def test_sigterm_closes_windows_flushes_and_exits_zero_within_10s(
-    sim: SimulatorProcess, redis_server: RedisServer
+    sim: SimulatorHarness, redis_server: RedisServer
 ) -> None:
     proc = ExporterProcess(
         sim_config_data(sim.base_url, redis_server.url, windows={

@@ -15,7 +15,8 @@ import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from exporter.store.writer import StateUnavailable, StateWriter
+from exporter.store.reader import StateUnavailable
+from exporter.store.writer import StateWriter
 
 # Also imported by tests/conftest.py; importing here keeps this module self-contained.
 from tests.support.fixtures import redis_server, redis_server_factory  # noqa: F401
@@ -154,16 +155,16 @@ async def test_history_bounded_and_read_history(
     last = await r.xrevrange("history:BTC/USDT", count=1)
     assert last[0][1] == {"time": "1999.0", "spread": "0.0999", "liquidity": "500000.0",
                           "net_profit": ""}  # fmt: skip
-    rows = await w.read_history("BTC/USDT", limit=5)
+    rows = await w.reader.read_history("BTC/USDT", limit=5)
     assert [row["time"] for row in rows] == [1995.0, 1996.0, 1997.0, 1998.0, 1999.0]
     assert rows[-1]["net_profit"] is None and rows[-1]["spread"] == 0.0999
     # Stream IDs are "<ms>-<seq>": compare as numbers ("...-97" > "...-101" as strings).
     ids = [tuple(map(int, row["stream_id"].split("-"))) for row in rows]
     assert ids == sorted(ids) and len(set(ids)) == len(ids)
-    assert len(await w.read_history("BTC/USDT")) == n
-    assert await w.read_history("BTC/USDT", since=time.time() + 60) == []
-    assert await w.read_history("XRP/USDT") == []
-    assert (await w.read_history("ETH/USDT"))[0]["spread"] == 0.5
+    assert len(await w.reader.read_history("BTC/USDT")) == n
+    assert await w.reader.read_history("BTC/USDT", since=time.time() + 60) == []
+    assert await w.reader.read_history("XRP/USDT") == []
+    assert (await w.reader.read_history("ETH/USDT"))[0]["spread"] == 0.5
 
 
 async def test_log_order_fields_json_and_dedupe(
@@ -194,18 +195,18 @@ async def test_log_order_fields_json_and_dedupe(
     assert await r.ttl("dedupe:fp1|2024|firing") > 6 * 86_400
 
     # readers: newest first, limit, kind, since; nested JSON decoded
-    got = await w.read_log(limit=3)
+    got = await w.reader.read_log(limit=3)
     assert [int(e["n"]) for e in got] == [49, 48, 47]
-    alerts = await w.read_log(kind="alert")
+    alerts = await w.reader.read_log(kind="alert")
     assert [int(e["n"]) for e in alerts] == [2, 1]
     assert alerts[1]["labels"] == {"a": "b", "n": 1} and alerts[1]["tags"] == ["x", 2]
     assert alerts[0]["logged_at"] == pytest.approx(time.time(), abs=30)
-    assert len(await w.read_log(limit=1000)) == 50
-    assert await w.read_log(since=time.time() + 60) == []
+    assert len(await w.reader.read_log(limit=1000)) == 50
+    assert await w.reader.read_log(since=time.time() + 60) == []
     cut = got[1]["logged_at"]  # ms resolution: everything at/after that ms
-    since = await w.read_log(since=cut, limit=1000)
+    since = await w.reader.read_log(since=cut, limit=1000)
     assert since and all(e["logged_at"] >= cut for e in since) and int(since[0]["n"]) == 49
-    assert await w.read_log(limit=0) == []
+    assert await w.reader.read_log(limit=0) == []
 
 
 async def test_redis_down_at_start_then_up(
@@ -227,7 +228,7 @@ async def test_redis_down_at_start_then_up(
     assert sample(reg, "cryptoarb_redis_pending_writes", kind="log") == 20
     assert await w.flush() is False
     with pytest.raises(StateUnavailable):
-        await w.read_log()
+        await w.reader.read_log()
 
     server.start()
     await wait_until(
@@ -381,7 +382,7 @@ async def test_disabled_writer(h: Harness) -> None:
     assert sample(reg, "cryptoarb_redis_pending_writes", kind="log") == 0
     assert await w.flush() is True and not w.up
     with pytest.raises(StateUnavailable):
-        await w.read_history("b")
+        await w.reader.read_history("b")
     task = h.run(w)
     await asyncio.sleep(0.01)
     assert not task.done()

@@ -113,7 +113,7 @@ async def harness_factory(tmp_path: Path, redis_server: RedisServer) -> AsyncIte
 
 async def log_entries(h: Harness) -> list[dict[str, Any]]:
     assert await h.writer.flush()
-    return await h.writer.read_log(limit=100)
+    return await h.writer.reader.read_log(limit=100)
 
 
 async def test_alerts_land_in_the_log_once_per_fingerprint_start_and_status(

@@ -16,9 +16,8 @@ from dataclasses import dataclass, field
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.app import Exporter
-from exporter.model import BookStatus
 from tests.support.exporter import all_live, wait_for
-from tests.support.simulator import SimulatorProcess
+from tests.support.simulator import SimulatorHarness
 
 
 @dataclass
@@ -31,19 +30,14 @@ class Recovery:
 RECOVERY: list[Recovery] = []
 
 
-def book_equals_truth(exp: Exporter, sim: SimulatorProcess, ex: str, market: str) -> bool:
+def book_equals_truth(exp: Exporter, sim: SimulatorHarness, ex: str, market: str) -> bool:
     """The top half of the copied depth equals the simulator's book.
 
     Only the top: a depth-limited book learns of levels beyond its snapshot's edge only when
     they change, so after deletions near the top its tail can miss levels the exchange has
     (ccxt on a real exchange behaves the same; the next snapshot heals it). Seen in a 60 s
     reconnect storm. Everything the analytics read lies well inside the top half."""
-    stats = exp.feed_stats[(ex, market)]
-    if stats.symbol in exp.market.symbols:
-        rec = exp.market.books.get((ex, stats.symbol))
-        snap = rec.snapshot if rec else None
-    else:
-        snap = exp.market.conversion.get((ex, market))
+    snap = exp.market.snapshot(ex, market)
     if snap is None:
         return False
     n = max(1, exp.config.feeds.depth // 2)
@@ -53,7 +47,7 @@ def book_equals_truth(exp: Exporter, sim: SimulatorProcess, ex: str, market: str
     return snap.bids[:n] == bids and snap.asks[:n] == asks
 
 
-async def freeze_and_compare(exp: Exporter, sim: SimulatorProcess, timeout: float = 5) -> None:
+async def freeze_and_compare(exp: Exporter, sim: SimulatorHarness, timeout: float = 5) -> None:
     """Freeze the simulator; every book must equal the ground truth, at most ``feeds.depth``
     levels copied and at least half of them."""
     sim.freeze()
@@ -69,7 +63,9 @@ async def freeze_and_compare(exp: Exporter, sim: SimulatorProcess, timeout: floa
                 # A depth-limited book only shrinks by deletions until the next snapshot, so
                 # a long fault leaves fewer levels (89 seen in CI after a 4 s freeze).
                 depth = exp.config.feeds.depth
-                copied = len(exp.market.books[(ex, symbol)].snapshot.bids)
+                rec = exp.market.record(ex, symbol)
+                assert rec is not None
+                copied = len(rec.snapshot.bids)
                 assert depth // 2 <= copied <= depth, f"{ex} {market}: {copied} copied levels"
     finally:
         sim.unfreeze()
@@ -80,11 +76,8 @@ def _not_live(exp: Exporter) -> set[tuple[str, str]]:
     m = exp.market
     out = set()
     for symbol, mapping in m.symbols.items():
-        for ex, market in mapping.items():
-            if m.status(ex, market) is not BookStatus.LIVE:
-                out.add((ex, symbol))
-            ref = m._conversion_ref(symbol, market)
-            if ref is not None and m.status(*ref) is not BookStatus.LIVE:
+        for ex in mapping:
+            if not m.book_live(ex, symbol):
                 out.add((ex, symbol))
     return out
 
@@ -172,7 +165,7 @@ async def watchdog(exp: Exporter) -> AsyncIterator[Watchdog]:
 
 async def recover(
     exp: Exporter,
-    sim: SimulatorProcess,
+    sim: SimulatorHarness,
     fault: str,
     t0: float,
     timeout: float = 20,

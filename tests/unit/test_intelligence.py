@@ -16,8 +16,9 @@ from exporter.analytics.history import MIN_FRACTION
 from exporter.cli.main import demo_config
 from exporter.config import ConfigError
 from exporter.feeds.stats import LatencyHistogram
+from exporter.http.collector import IntelligenceCollector
 from exporter.http.server import HttpServer
-from exporter.market.intelligence import Intelligence, IntelligenceCollector
+from exporter.market.intelligence import Intelligence
 from exporter.model import BookSnapshot
 from exporter.store.writer import StateWriter
 from tests.unit.test_market import Harness, make_config
@@ -47,17 +48,15 @@ def test_history_row_fields_from_live_books() -> None:
     row = intel.history_row("BTC/USD", 1.7e9)
     # mids 100.25 (x1.0) and 101.25: signed basis of (binance, kraken)
     assert row.spread == pytest.approx((101.25 - 100.25) / 100.25)
-    b_met = h.state.books[("binance", "BTC/USD")].metrics
-    k_met = h.state.books[("kraken", "BTC/USD")].metrics
+    b_met = h.state.record("binance", "BTC/USD").metrics
+    k_met = h.state.record("kraken", "BTC/USD").metrics
     assert b_met is not None and k_met is not None
     depths = [b_met.depth[0.005], k_met.depth[0.005]]
     assert row.liquidity == pytest.approx(sum(b + a for b, a in depths))
     bid, ask = sum(d[0] for d in depths), sum(d[1] for d in depths)
     assert row.imbalance == pytest.approx((bid - ask) / (bid + ask))
     assert row.latency == pytest.approx(0.05)  # max over exchanges of the medians
-    best = max(
-        r.fills[0].net_profit for r in h.state.pairs.values() if r.fills[0].net_profit is not None
-    )
+    best = max(r.fills[0].net_profit for r in h.pairs.values() if r.fills[0].net_profit is not None)
     assert row.net_profit == pytest.approx(best) and best > 0  # buy binance, sell kraken pays
     # samples are consumed: the next interval has no latency
     assert intel.history_row("BTC/USD", 1.7e9 + 1).latency is None
@@ -81,7 +80,7 @@ def test_history_row_is_empty_without_live_books() -> None:
 def test_tick_fills_insights_and_the_collector_never_exports_nan() -> None:
     h, intel = build()
     live_books(h)
-    now = 1.7e9 + h.clock.t
+    now = 1.7e9 + h.clock.monotonic()
     for i in range(3):
         intel.tick(now + i, mono=float(i))
     assert set(intel.pressure) == {("binance", "BTC/USD"), ("kraken", "BTC/USD")}
@@ -106,11 +105,11 @@ def test_tick_fills_insights_and_the_collector_never_exports_nan() -> None:
 def test_stale_books_drop_their_insights() -> None:
     h, intel = build()
     live_books(h)
-    intel.tick(1.7e9 + h.clock.t, mono=0.0)
+    intel.tick(1.7e9 + h.clock.monotonic(), mono=0.0)
     assert intel.risk and intel.pressure
-    h.clock.t += 60  # every book goes stale
+    h.clock.advance(60)  # every book goes stale
     h.state.sweep()
-    intel.tick(1.7e9 + h.clock.t, mono=60.0)
+    intel.tick(1.7e9 + h.clock.monotonic(), mono=60.0)
     assert intel.risk == {} and intel.pressure == {}
 
 

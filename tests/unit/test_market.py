@@ -3,25 +3,43 @@ conversion books and the collector's exported series."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from exporter.clock import FakeClock
 from exporter.config import Config, parse
 from exporter.feeds.stats import FeedStats, LatencyHistogram
 from exporter.http.collector import MarketCollector
+from exporter.market.fees import FeeTable
 from exporter.market.state import MarketState
-from exporter.model import BookSnapshot, BookStatus, CloseReason
+from exporter.model import (
+    BookSnapshot,
+    BookStatus,
+    CloseReason,
+    FeedKey,
+    MarketInfo,
+    PairKey,
+    PairResult,
+)
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.t = 1000.0
+class ListSink(list[dict[str, Any]]):
+    """The window log as a list (the Redis writer's ``append_log`` protocol)."""
 
-    def __call__(self) -> float:
-        return self.t
+    def append_log(self, entry: Mapping[str, Any], dedupe_key: str | None = None) -> None:
+        self.append(dict(entry))
+
+
+def fee_table(config: Config, feeds: Mapping[FeedKey, FeedStats], fee: float = 0.001) -> FeeTable:
+    """Every market loaded with the same taker fee and no minimum size."""
+    table = FeeTable(config)
+    for exchange in {ex for ex, _ in feeds}:
+        table.load(exchange, {m: MarketInfo(fee, 0.0, 0.0) for ex, m in feeds if ex == exchange})
+    return table
 
 
 def make_config(**over: Any) -> Config:
@@ -39,21 +57,26 @@ def make_config(**over: Any) -> Config:
 
 class Harness:
     def __init__(self, config: Config) -> None:
-        self.clock = Clock()
-        self.log: list[dict[str, Any]] = []
+        # wall time = 1.7e9 + monotonic time, as the snapshots below are stamped
+        self.clock = FakeClock(wall=1.7e9 + 1000.0, mono=1000.0)
+        self.log = ListSink()
         self.feeds = {
-            ("binance", "BTC/USDT"): FeedStats("binance", "BTC/USD", "BTC/USDT"),
-            ("kraken", "BTC/USD"): FeedStats("kraken", "BTC/USD", "BTC/USD"),
-            ("kraken", "USDT/USD"): FeedStats("kraken", "USDT/USD", "USDT/USD"),
+            FeedKey(("binance", "BTC/USDT")): FeedStats("binance", "BTC/USD", "BTC/USDT"),
+            FeedKey(("kraken", "BTC/USD")): FeedStats("kraken", "BTC/USD", "BTC/USD"),
+            FeedKey(("kraken", "USDT/USD")): FeedStats("kraken", "USDT/USD", "USDT/USD"),
         }
-        self.state = MarketState(
-            config, self.feeds, lambda ex, m: (0.001, 0.0, 0.0), self.log.append, self.clock
-        )
+        self.fees = fee_table(config, self.feeds)
+        self.state = MarketState(config, self.feeds, self.fees, self.log, self.clock)
+
+    @property
+    def pairs(self) -> dict[PairKey, PairResult]:
+        """What every reader sees now: the live pairs."""
+        return dict(self.state.live_pairs())
 
     def book(
         self, exchange: str, market: str, bid: float, ask: float, qty: float = 10.0, dt: float = 0
     ) -> None:
-        stats = self.feeds[(exchange, market)]
+        stats = self.feeds[FeedKey((exchange, market))]
         snap = BookSnapshot(
             exchange=exchange,
             symbol=stats.symbol,
@@ -61,8 +84,8 @@ class Harness:
             bids=tuple((bid - i * 0.5, qty) for i in range(20)),
             asks=tuple((ask + i * 0.5, qty) for i in range(20)),
             exchange_ts=None,
-            received_at=1.7e9 + self.clock.t + dt,
-            received_mono=self.clock.t + dt,
+            received_at=1.7e9 + self.clock.monotonic() + dt,
+            received_mono=self.clock.monotonic() + dt,
         )
         stats.status = BookStatus.CROSSED if snap.crossed else BookStatus.LIVE
         self.state.on_book(snap)
@@ -76,13 +99,13 @@ def h() -> Harness:
 def test_no_opportunity_without_the_conversion_book(h: Harness) -> None:
     h.book("binance", "BTC/USDT", 100.0, 100.5)
     h.book("kraken", "BTC/USD", 101.0, 101.5)
-    assert h.state.pairs == {}  # USDT rate unknown: never assume USDT == USD
+    assert h.pairs == {}  # USDT rate unknown: never assume USDT == USD
     h.book("kraken", "USDT/USD", 0.9999, 1.0001)
-    assert set(h.state.pairs) == {
+    assert set(h.pairs) == {
         ("BTC/USD", "binance", "kraken"),
         ("BTC/USD", "kraken", "binance"),
     }
-    r = h.state.pairs[("BTC/USD", "binance", "kraken")]
+    r = h.pairs[("BTC/USD", "binance", "kraken")]
     assert r.gross_spread == pytest.approx((101.0 - 100.5) / 100.5)
     assert r.fills[0].fillable and r.fills[0].net_roi is not None
     # buying 1000 USD: crosses only the first ask level, fees 0.1 % twice
@@ -97,11 +120,11 @@ def test_stale_book_yields_nothing_and_closes_windows_at_last_update_plus_stale_
     h.book("kraken", "USDT/USD", 0.9999, 1.0001)
     h.book("binance", "BTC/USDT", 100.0, 100.5)
     h.book("kraken", "BTC/USD", 101.0, 101.5)
-    last_wall = h.state.books[("kraken", "BTC/USD")].snapshot.received_at
-    h.clock.t += 6  # > stale_after (5) for every book
+    last_wall = h.state.record("kraken", "BTC/USD").snapshot.received_at
+    h.clock.advance(6)  # > stale_after (5) for every book
     assert h.state.status("kraken", "BTC/USD") is BookStatus.STALE
     h.state.sweep()
-    assert h.state.pairs == {}
+    assert h.pairs == {}
     assert h.log and all(e["close_reason"] == "stale" for e in h.log)
     assert h.log[0]["end"] == pytest.approx(last_wall + 5, abs=1e-3)
 
@@ -109,17 +132,17 @@ def test_stale_book_yields_nothing_and_closes_windows_at_last_update_plus_stale_
 def test_skewed_books_are_not_paired(h: Harness) -> None:
     h.book("kraken", "USDT/USD", 0.9999, 1.0001)
     h.book("binance", "BTC/USDT", 100.0, 100.5)
-    h.clock.t += 3  # > max_book_skew (2), < stale_after
+    h.clock.advance(3)  # > max_book_skew (2), < stale_after
     h.book("kraken", "USDT/USD", 0.9999, 1.0001)
     h.book("kraken", "BTC/USD", 101.0, 101.5)
-    assert h.state.pairs == {}
+    assert h.pairs == {}
 
 
 def test_crossed_book_yields_nothing(h: Harness) -> None:
     h.book("kraken", "USDT/USD", 0.9999, 1.0001)
     h.book("binance", "BTC/USDT", 100.0, 100.5)
     h.book("kraken", "BTC/USD", 102.0, 101.0)  # bid >= ask
-    assert h.state.pairs == {}
+    assert h.pairs == {}
     h.state.sweep()
     assert h.feeds[("kraken", "BTC/USD")].errors["crossed"] == 1  # type: ignore[index]
 
@@ -129,26 +152,26 @@ def test_frozen_book_while_the_other_moves_is_stale(h: Harness) -> None:
     h.book("binance", "BTC/USDT", 100.0, 100.5)
     h.book("kraken", "BTC/USD", 101.0, 101.5)
     for i in range(1, 13):  # kraken repeats the same book, binance moves, for 12 s > 10 s
-        h.clock.t += 1
+        h.clock.advance(1)
         h.book("kraken", "USDT/USD", 0.9999, 1.0001)
         h.book("binance", "BTC/USDT", 100.0 + i * 0.01, 100.5 + i * 0.01)
         h.book("kraken", "BTC/USD", 101.0, 101.5)
     assert h.state.status("kraken", "BTC/USD") is BookStatus.STALE
     assert h.state.status("binance", "BTC/USDT") is BookStatus.LIVE
-    assert not any(k[1:] in (("binance", "kraken"), ("kraken", "binance")) for k in h.state.pairs)
+    assert not any(k[1:] in (("binance", "kraken"), ("kraken", "binance")) for k in h.pairs)
 
 
 def test_stale_conversion_book_stops_opportunities(h: Harness) -> None:
     h.book("kraken", "USDT/USD", 0.9999, 1.0001)
     h.book("binance", "BTC/USDT", 100.0, 100.5)
     h.book("kraken", "BTC/USD", 101.0, 101.5)
-    assert h.state.pairs
-    h.clock.t += 4
+    assert h.pairs
+    h.clock.advance(4)
     h.book("binance", "BTC/USDT", 100.0, 100.6)
     h.book("kraken", "BTC/USD", 101.0, 101.6)
-    h.clock.t += 2  # conversion book now 6 s old
+    h.clock.advance(2)  # conversion book now 6 s old
     h.state.sweep()
-    assert h.state.pairs == {}
+    assert h.pairs == {}
 
 
 def test_shutdown_closes_open_windows_with_reason(h: Harness) -> None:
@@ -203,24 +226,24 @@ def test_a_rate_move_reaches_pairs_at_the_next_book_update_or_flush(h: Harness) 
     h.book("binance", "BTC/USDT", 100.0, 100.5)
     h.book("kraken", "BTC/USD", 101.0, 101.5)
     key = ("BTC/USD", "binance", "kraken")
-    before = h.state.pairs[key].fills[0].net_profit
-    assert h.state.books[("binance", "BTC/USD")].rate == pytest.approx(1.0)
+    before = h.pairs[key].fills[0].net_profit
+    assert h.state.record("binance", "BTC/USD").rate == pytest.approx(1.0)
     # USDT at 0.99 USD: buying on the USDT market is 1 % cheaper in USD.
     h.book("kraken", "USDT/USD", 0.9899, 0.9901)
-    assert h.state.pairs[key].fills[0].net_profit == before  # deferred, not lost
+    assert h.pairs[key].fills[0].net_profit == before  # deferred, not lost
     h.state.flush_rates()  # not yet: a busy symbol's own update may come first
-    assert h.state.pairs[key].fills[0].net_profit == before
-    h.clock.t += 0.125  # half of feeds.rate_refresh_interval
+    assert h.pairs[key].fills[0].net_profit == before
+    h.clock.advance(0.125)  # half of feeds.rate_refresh_interval
     h.state.flush_rates()
-    assert h.state.books[("binance", "BTC/USD")].rate == pytest.approx(0.99)
-    after = h.state.pairs[key].fills[0].net_profit
+    assert h.state.record("binance", "BTC/USD").rate == pytest.approx(0.99)
+    after = h.pairs[key].fills[0].net_profit
     assert after is not None and before is not None and after > before + 5  # ~1 % of 1000
     # A book update of the symbol applies the next move at once, to every book of it.
     h.book("kraken", "USDT/USD", 1.0099, 1.0101)
     h.book("kraken", "BTC/USD", 101.0, 101.5)
-    assert h.state.books[("binance", "BTC/USD")].rate == pytest.approx(1.01)
-    moved = h.state.pairs[key].fills[0].net_profit
+    assert h.state.record("binance", "BTC/USD").rate == pytest.approx(1.01)
+    moved = h.pairs[key].fills[0].net_profit
     assert moved is not None and moved < before - 5
-    h.clock.t += 1
+    h.clock.advance(1)
     h.state.flush_rates()  # nothing left to do
-    assert h.state.pairs[key].fills[0].net_profit == moved
+    assert h.pairs[key].fills[0].net_profit == moved
