@@ -1,4 +1,4 @@
-"""Per-call cost of the pure analytics (DESIGN.md section 8). Run:
+"""Per-call cost of the pure analytics (book metrics, net ROI, size optimum). Run:
 
     .venv/bin/python bench/bench_analytics.py
 

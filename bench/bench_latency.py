@@ -1,4 +1,4 @@
-"""Send-to-publish latency at fixed offered rates (issue 7, benchmark 2).
+"""Send-to-publish latency at fixed offered rates (bench/README.md, "Targets").
 
     .venv/bin/python bench/bench_latency.py [--rates 500 1000 2000] [--measure 8]
 

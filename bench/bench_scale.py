@@ -1,4 +1,4 @@
-"""N canonical symbols x 2 exchanges on one core (issue 7, benchmark 3).
+"""N canonical symbols x 2 exchanges on one core (bench/README.md, "Scale").
 
     .venv/bin/python bench/bench_scale.py [--symbols 10 50 100 200] [--rate 10] [--measure 10]
 

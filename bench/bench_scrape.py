@@ -1,12 +1,12 @@
-"""/metrics render time, size and ingestion stall (issue 7, benchmark 4).
+"""/metrics render time, size and ingestion stall (bench/README.md, "Scrape").
 
     .venv/bin/python bench/bench_scrape.py [--series 1000 10000 50000] [--scrapes 7]
 
 A synthetic, fully populated market state (bench/synthetic.py: N symbols x 2 exchanges, every
 book live and every pair evaluated) behind the real MarketCollector; before each scrape one
 book moves to a new price, which must appear in that scrape. Compared, on the same registry:
-``generate_latest`` (what server.py used) and the lean exposition (exporter/exposition.py, now
-used by /metrics); next to them ``generate_latest`` over module-level labelled Gauges holding
+``generate_latest`` and the lean exposition (exporter/http/exposition.py, what /metrics
+serves); next to them ``generate_latest`` over module-level labelled Gauges holding
 the same number of series. Stall: the longest gap seen by a task that wakes every 0.5 ms on the
 same event loop while a scrape renders (what ingestion would wait). The lean output at each
 size is checked with ``promtool check metrics`` when promtool is installed.

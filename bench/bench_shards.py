@@ -1,4 +1,4 @@
-"""Two shards vs one process on the same symbols (issue 7, benchmark 5).
+"""Two shards vs one process on the same symbols (bench/README.md, "Targets").
 
     .venv/bin/python bench/bench_shards.py [--symbols 20] [--rate 2000] [--reps 3] [--measure 8]
 

@@ -1,4 +1,4 @@
-"""Pipeline vs raw ccxt.pro on the same feed, same run (issue 7, benchmark 1).
+"""Pipeline vs raw ccxt.pro on the same feed, same run (bench/README.md, "Targets").
 
     .venv/bin/python bench/bench_throughput.py [--reps 3] [--measure 3] [--symbols 3]
 

@@ -1,6 +1,6 @@
 """Where the client's CPU goes: py-spy samples of bench/client.py (raw ccxt.pro or the full
-exporter) against the simulator at a fixed rate, grouped by component (issue 7: "profile and
-fix what shows"; the profile that explains a missed target).
+exporter) against the simulator at a fixed rate, grouped by component (bench/README.md,
+"Profiles": where the time goes, and what explains a missed target).
 
     .venv/bin/python bench/profile.py [--mode exporter|raw] [--symbols 3] [--rate 300]
                                       [--seconds 30] [--cpus 1] [--sim-cpus 0]
@@ -25,7 +25,7 @@ from typing import Any
 
 from common import RESULTS, Client, Redis, Sim, cpu_seconds, free_port, table, write_results
 
-# py-spy shortens paths ("supervisor.py", "exporter/market.py", "ccxt/pro/kraken.py").
+# py-spy shortens paths ("supervisor.py", "exporter/market/state.py", "ccxt/pro/kraken.py").
 # The innermost frame that matches any pattern decides; patterns are tried in order.
 _FEEDS = r"\((exporter/feeds/)?(supervisor|clients|stats|guard|registry)\.py"
 COMPONENTS: list[tuple[str, str]] = [
