@@ -17,6 +17,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import yaml
 
 from exporter.devstack.observability import ObservabilityStack
 from exporter.devstack.procs import free_port
@@ -26,6 +27,13 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "alertmanager" / "tests" / "golden"
 STARTS = "2026-03-01T12:00:00Z"
+# runbook_url as the rules spell it (its base is set in prometheus/runbooks.py).
+RUNBOOK = {
+    rule["alert"]: rule["annotations"]["runbook_url"]
+    for group in yaml.safe_load((ROOT / "prometheus/rules/alerts.yml").read_text())["groups"]
+    for rule in group["rules"]
+    if "alert" in rule
+}
 
 # As Prometheus sends them (annotations as rendered by prometheus/tests/alerts_test.yml).
 WINDOW = {
@@ -42,7 +50,7 @@ WINDOW = {
         "reference notional of 10000 USD: net ROI after fees and slippage is at or above "
         "windows.open_threshold. Every window also lands in the Redis `windows` log.",
         "roi": "0.213%", "profit": "21.30 USD", "notional": "10000 USD",
-        "runbook": "README.md#cryptoarbwindowopen",
+        "runbook_url": RUNBOOK["CryptoArbWindowOpen"],
     },
 }  # fmt: skip
 FEED_DOWN = {
@@ -56,7 +64,7 @@ FEED_DOWN = {
         "summary": "The kraken ETH/USD feed has been down for 1 minute.",
         "description": "The WebSocket feed is not connected or its book is not synchronised; "
         "arbitrage alerts involving kraken on ETH/USD are inhibited.",
-        "runbook": "README.md#cryptoarbfeeddown",
+        "runbook_url": RUNBOOK["CryptoArbFeedDown"],
     },
 }  # fmt: skip
 
