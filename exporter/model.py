@@ -26,7 +26,7 @@ PairKey = tuple[str, str, str]
 
 
 class BookStatus(enum.StrEnum):
-    """State machine of one book (docs/analytics.md, "Book status")."""
+    """State machine of one book (docs/analytics.md, "Book state")."""
 
     SYNCING = "syncing"
     LIVE = "live"

@@ -306,7 +306,7 @@ def overview() -> dashboard.Dashboard:
         ts("Execution risk (reference notional)",
            q(f"cryptoarb_execution_risk_ratio{{{SYM}, {NOT}}}", f"{DIRECTION} @ {{{{notional}}}}"),
            unit="percentunit", w=8, desc="0 = safe, 1 = risky: fill, latency, ROI volatility, "
-           "book age (see README).")
+           "book age (docs/analytics.md).")
         .min(0).max(1)
     )  # fmt: skip
     d = d.with_panel(

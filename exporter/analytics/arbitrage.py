@@ -1,4 +1,4 @@
-"""Cross-exchange opportunity math (DESIGN.md section 3, 'Opportunity'): pure, no I/O.
+"""Cross-exchange opportunity math (docs/analytics.md, "Opportunity"): pure, no I/O.
 
 Buy on exchange A (walk A's asks), sell on exchange B (walk B's bids), notional ``Q`` in the
 canonical quote C:

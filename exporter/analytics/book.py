@@ -1,4 +1,4 @@
-"""Per-book metrics (DESIGN.md section 3, 'Per book'): pure, no I/O.
+"""Per-book metrics (docs/analytics.md, "Per book"): pure, no I/O.
 
 Conventions
 -----------

@@ -1,4 +1,4 @@
-"""Master history (DESIGN.md section 3, 'History row', 'Correlation', 'Trend').
+"""Master history (docs/analytics.md, "History row", "Correlation", "Trend").
 
 One :class:`HistoryRow` per canonical symbol per ``history.interval``; the in-memory window
 keeps the rows needed by correlation and trends (refilled from Redis on restart). The

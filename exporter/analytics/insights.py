@@ -1,4 +1,4 @@
-"""Market-intelligence insights (DESIGN.md section 3, 'Trend' and 'Insights'): pure formulas.
+"""Market-intelligence insights (docs/analytics.md, "Trend" to "Latency audit"): pure formulas.
 
 * :func:`histogram_quantile` reproduces Prometheus 2.42's classic ``histogram_quantile``
   bucket interpolation, special cases included, so a p99 shown by the API equals what

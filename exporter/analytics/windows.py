@@ -110,7 +110,7 @@ class WindowTracker:
 
 
 def window_entry(window: Window) -> dict[str, str | float]:
-    """The `windows` stream entry of DESIGN.md section 5."""
+    """The `windows` stream entry (docs/redis.md)."""
     end = window.end if window.end is not None else window.last_seen
     return {
         "kind": "window",

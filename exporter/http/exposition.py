@@ -1,7 +1,7 @@
 """Lean Prometheus text exposition (format 0.0.4) behind the standard Collector interface.
 
 ``prometheus_client.generate_latest`` costs ~12-17 µs per series and runs on the event loop,
-so a 10k-series scrape stalls every feed for >100 ms (DESIGN.md section 8). This module
+so a 10k-series scrape stalls every feed for >100 ms (bench/README.md). This module
 renders the same ``registry.collect()`` output to the same bytes, faster:
 
 - the label part of a sample (``{a="x",b="y"}``: sort, escape, join) is formatted once per

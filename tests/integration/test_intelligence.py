@@ -260,7 +260,8 @@ async def test_api_metrics_and_status_view(
             assert fa is not None and fb is not None
             expected = independent_net_profit(
                 truth[(a, SYMBOLS[s][a])]["asks"], truth[(b, SYMBOLS[s][b])]["bids"],
-                Decimal(2500), Decimal(str(fa.taker_fee)), Decimal(str(fb.taker_fee)), rates[a], rates[b],
+                Decimal(2500), Decimal(str(fa.taker_fee)), Decimal(str(fb.taker_fee)),
+                rates[a], rates[b],
             )  # fmt: skip
             e = by_key[(s, a, b)]
             assert e["notional"] == 2500 and e["risk"]["level"] in ("low", "medium", "high")

@@ -65,7 +65,8 @@ def independent_net_profit(
     r_a: Decimal,
     r_b: Decimal,
 ) -> Decimal | None:
-    """Straight from DESIGN.md section 3, in Decimal: buy Q on A's asks, sell on B's bids."""
+    """Straight from docs/analytics.md ("Opportunity"), in Decimal: buy Q on A's asks, sell
+    on B's bids."""
     budget = notional / r_a
     base = Decimal(0)
     for price, qty in ((Decimal(p), Decimal(q)) for p, q in asks):
