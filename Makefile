@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup demo test test-unit lint format bench bench-perf clean dashboards
+.PHONY: setup demo test test-slow test-unit lint format bench bench-perf clean dashboards
 
 setup: $(VENV)/.setup-done
 
@@ -14,8 +14,13 @@ $(VENV)/.setup-done: pyproject.toml scripts/setup.sh
 demo: setup
 	$(VENV)/bin/arb-exporter demo
 
+# Everything but the tests marked slow (pyproject addopts), slowest 15 printed.
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
+
+# The tests marked slow (minutes each); pytest exits 5 when none is selected: a failure.
+test-slow: setup
+	$(PY) -m pytest -q --durations=15 -m slow
 
 test-unit: setup
 	$(PY) -m pytest -q tests/unit
@@ -35,7 +40,7 @@ dashboards: setup
 bench: setup
 	$(PY) bench/bench_analytics.py
 
-bench-perf: setup  # issue 7: each prints a table and writes bench/results/*.json
+bench-perf: setup  # the performance benchmarks; each prints a table and writes bench/results/*.json
 	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) bench/bench_scrape.py
 	$(PY) bench/bench_latency.py

@@ -9,6 +9,7 @@ import shutil
 import socket
 import sys
 import tempfile
+from typing import Any
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -29,8 +30,25 @@ async def _terminate(proc: asyncio.subprocess.Process, timeout: float = 5.0) -> 
         await proc.wait()
 
 
+def simulator_command(args: list[str]) -> list[str]:
+    """The command line of the simulator child process (``args`` are its flags)."""
+    return [sys.executable, "-m", "exporter.simulator", *args]
+
+
+def listening_event(line: bytes | str) -> dict[str, Any] | None:
+    """The simulator's startup line ``{"event":"listening","base_url",...}``, or None for any
+    other line."""
+    with contextlib.suppress(ValueError):
+        event = json.loads(line)
+        if isinstance(event, dict) and event.get("event") == "listening":
+            return event
+    return None
+
+
 class SimulatorProcess:
-    """``python -m exporter.simulator`` on a free port; ``base_url`` once started."""
+    """``python -m exporter.simulator`` on a free port, for the demo stack (asyncio);
+    ``base_url`` once started. (The tests' `tests.support.simulator.SimulatorHarness` adds a
+    control-API client.)"""
 
     def __init__(self, args: list[str] | None = None) -> None:
         self.args = args or []
@@ -39,7 +57,7 @@ class SimulatorProcess:
 
     async def start(self, timeout: float = 15.0) -> None:
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "exporter.simulator", *self.args,
+            *simulator_command(self.args),
             stdout=asyncio.subprocess.PIPE,
             # Own session: Ctrl-C reaches only the parent, which stops children in order.
             start_new_session=True,
@@ -50,11 +68,10 @@ class SimulatorProcess:
                 line = await asyncio.wait_for(self.proc.stdout.readline(), timeout)
                 if not line:
                     raise RuntimeError("simulator exited before listening")
-                with contextlib.suppress(ValueError):
-                    event = json.loads(line)
-                    if isinstance(event, dict) and event.get("event") == "listening":
-                        self.base_url = str(event["base_url"])
-                        return
+                event = listening_event(line)
+                if event is not None:
+                    self.base_url = str(event["base_url"])
+                    return
         except BaseException:
             await _terminate(self.proc)
             raise

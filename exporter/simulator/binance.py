@@ -217,9 +217,7 @@ class BinanceVenue:
             if spec is not None:
                 self._subscribe(conn, spec)
         conn.combined = combined
-        c = self.engine.counters
-        c.ws_opened[NAME] += 1
-        c.ws_open[NAME] += 1
+        self.engine.counters.ws_opened[NAME] += 1
         self.conns.add(conn)
         writer = asyncio.create_task(conn.writer())
         try:
@@ -230,7 +228,6 @@ class BinanceVenue:
                     break
         finally:
             self.conns.discard(conn)
-            c.ws_open[NAME] -= 1
             writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await writer
@@ -311,6 +308,9 @@ class BinanceVenue:
 
     def max_queue(self) -> int:
         return max((c.pending() for c in self.conns), default=0)
+
+    def reset(self) -> None:
+        """Nothing to forget: Binance faults live in the engine and the world."""
 
     def subscribed(self, symbol: str) -> bool:
         return any(symbol in c.subs for c in self.conns)

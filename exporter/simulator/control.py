@@ -54,6 +54,13 @@ Write (POST, JSON body; every answer has ``"ok": true``):
   "duration":3.0}``: multiply that exchange's fair price of the asset by ``1 + size`` for
   ``duration`` seconds (size may be negative).
 - ``/control/mode`` ``{"mode":"random"|"fixed_rate"|"firehose", "rate"?: steps/s per market}``.
+- ``/control/reset`` ``{"frozen"?: false}``: back to the state right after startup. Every
+  WebSocket is aborted; books, sequences and price walks are regenerated from the seed;
+  dislocations, faults (stalls, stopped markets, pending drops, frozen books, REST errors,
+  Kraken bad checksums), the freeze, mode and rate, the counters and the send log are reset.
+  ``"frozen": true`` leaves it frozen, to read the initial books. Answer:
+  ``{"ok":true,"closed": sockets aborted,"frozen","sequences"}``. (Demo auto-dislocations
+  keep their rotation.)
 """
 
 from __future__ import annotations
@@ -61,30 +68,38 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, cast
 
 from aiohttp import web
 
 from exporter.simulator.binance import BinanceVenue
 from exporter.simulator.endpoints import EXCHANGES, find_market, markets_of
-from exporter.simulator.engine import MODES, Engine, Mode, RestFault
+from exporter.simulator.engine import MODES, Engine, Mode, RestFault, Venue
 from exporter.simulator.kraken import KrakenVenue, book_checksum
 from exporter.simulator.market import Key
 
-FAULT_KINDS = (
-    "close", "abort", "sequence_gap", "drop_update", "bad_checksum", "stall", "malformed_frame",
-    "rest_error", "crossed", "frozen",
-)  # fmt: skip
+
+class ControlError(Exception):
+    """A bad control request: answered 400 with the message."""
 
 
-class BadRequest(Exception):
-    """Client error: answered 400 with the message."""
+@dataclass(frozen=True, slots=True)
+class _Fault:
+    """One ``POST /control/fault`` request, validated up to its kind-specific fields."""
+
+    exchange: str
+    market: Any  # as given (None: every market of the exchange)
+    symbol: str | None  # its unified symbol
+    venue: Venue
+    body: dict[str, Any]
 
 
 def _num(body: dict[str, Any], name: str, default: float | None = None) -> float:
     value = body.get(name, default)
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise BadRequest(f"{name!r} must be a number")
+        raise ControlError(f"{name!r} must be a number")
     return float(value)
 
 
@@ -95,6 +110,18 @@ class Control:
         self.engine = engine
         self.binance = binance
         self.kraken = kraken
+        self._faults: dict[str, Callable[[_Fault], Awaitable[int]]] = {
+            "close": self._close,
+            "abort": self._abort,
+            "sequence_gap": self._sequence_gap,
+            "drop_update": self._drop_update,
+            "bad_checksum": self._bad_checksum,
+            "stall": self._stall,
+            "malformed_frame": self._malformed_frame,
+            "rest_error": self._rest_error,
+            "crossed": self._crossed,
+            "frozen": self._frozen,
+        }
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -104,6 +131,7 @@ class Control:
             web.get("/control/book/{exchange}/{market:.+}", self.book),
             web.get("/control/counters", self.counters),
             web.post("/control/counters/reset", self.reset_counters),
+            web.post("/control/reset", self.reset),
             web.get("/control/sends", self.sends),
             web.post("/control/freeze", self.freeze),
             web.post("/control/unfreeze", self.unfreeze),
@@ -118,7 +146,7 @@ class Control:
     async def errors(self, request: web.Request, handler: Any) -> web.StreamResponse:
         try:
             return cast(web.StreamResponse, await handler(request))
-        except BadRequest as e:
+        except ControlError as e:
             return web.json_response({"error": str(e)}, status=400)
 
     # -- helpers -----------------------------------------------------------------------------
@@ -130,15 +158,15 @@ class Control:
         try:
             body = await request.json()
         except ValueError as e:
-            raise BadRequest(f"body is not JSON: {e}") from e
+            raise ControlError(f"body is not JSON: {e}") from e
         if not isinstance(body, dict):
-            raise BadRequest("body must be a JSON object")
+            raise ControlError("body must be a JSON object")
         return body
 
     @staticmethod
     def _exchange(name: Any) -> str:
         if name not in EXCHANGES:
-            raise BadRequest(f"exchange must be one of {list(EXCHANGES)}, got {name!r}")
+            raise ControlError(f"exchange must be one of {list(EXCHANGES)}, got {name!r}")
         return str(name)
 
     @staticmethod
@@ -146,7 +174,7 @@ class Control:
         spec = find_market(exchange, market) if isinstance(market, str) else None
         if spec is None:
             valid = [m.symbol for m in markets_of(exchange)]
-            raise BadRequest(f"unknown {exchange} market {market!r}; valid: {valid}")
+            raise ControlError(f"unknown {exchange} market {market!r}; valid: {valid}")
         return spec.symbol
 
     def _keys(self, exchange: str, market: Any) -> list[Key]:
@@ -178,7 +206,7 @@ class Control:
     async def sends(self, request: web.Request) -> web.Response:
         log = self.engine.send_log
         if log is None:
-            raise BadRequest("start the simulator with --record-sends")
+            raise ControlError("start the simulator with --record-sends")
         rows = list(log)
         log.clear()
         return web.json_response({"sends": rows})
@@ -224,7 +252,7 @@ class Control:
         try:
             depth = int(request.query.get("depth", "100"))
         except ValueError as e:
-            raise BadRequest("depth must be an integer") from e
+            raise ControlError("depth must be an integer") from e
         depth = max(1, min(depth, 5000))
         book = self.engine.world.book((exchange, symbol))
         body: dict[str, Any] = {
@@ -242,16 +270,12 @@ class Control:
 
     async def counters(self, request: web.Request) -> web.Response:
         e = self.engine
-        body = e.counters.snapshot()
+        body = e.counters.snapshot(e.open_sockets())
         body.update(mode=e.mode, rate=e.rate, frozen=e.frozen)
         return web.json_response(body)
 
     async def reset_counters(self, request: web.Request) -> web.Response:
-        e = self.engine
-        old = e.counters
-        e.counters = type(old)()
-        for ex in EXCHANGES:  # open sockets stay open
-            e.counters.ws_open[ex] = old.ws_open[ex]
+        self.engine.counters = type(self.engine.counters)()  # open sockets stay open
         return web.json_response({"ok": True})
 
     # -- write -------------------------------------------------------------------------------
@@ -264,78 +288,99 @@ class Control:
         self.engine.frozen = False
         return web.json_response({"ok": True, "frozen": False, "sequences": self._sequences()})
 
+    async def reset(self, request: web.Request) -> web.Response:
+        body = await self._body(request)
+        frozen = body.get("frozen", False)
+        if not isinstance(frozen, bool):
+            raise ControlError("frozen must be true or false")
+        closed = await self.engine.reset(frozen=frozen)
+        return web.json_response(
+            {"ok": True, "closed": closed, "frozen": frozen, "sequences": self._sequences()}
+        )
+
     async def fault(self, request: web.Request) -> web.Response:
         body = await self._body(request)
         exchange = self._exchange(body.get("exchange"))
         kind = body.get("kind")
-        if kind not in FAULT_KINDS:
-            raise BadRequest(f"kind must be one of {list(FAULT_KINDS)}, got {kind!r}")
+        handler = self._faults.get(kind) if isinstance(kind, str) else None
+        if handler is None:
+            raise ControlError(f"kind must be one of {list(self._faults)}, got {kind!r}")
         market = body.get("market")
         symbol = None if market is None else self._market(exchange, market)
-        venue = self.binance if exchange == "binance" else self.kraken
-        e = self.engine
-        affected: int
-        if kind in ("close", "abort"):
-            affected = await venue.disconnect(symbol, abort=kind == "abort")
-        elif kind == "sequence_gap":
-            if exchange != "binance":
-                raise BadRequest("sequence_gap applies to binance (kraken has no sequence)")
-            gap = int(_num(body, "gap", 10))
-            if gap < 1:
-                raise BadRequest("gap must be >= 1")
-            keys = self._keys(exchange, market)
-            for key in keys:
-                e.world.skip_sequence(key, gap)
-            affected = len(keys)
-        elif kind == "drop_update":
-            keys = self._keys(exchange, market)
-            e.drop_next.update(keys)
-            affected = len(keys)
-        elif kind == "bad_checksum":
-            if exchange != "kraken":
-                raise BadRequest("bad_checksum applies to kraken (binance has no checksum)")
-            keys = self._keys(exchange, market)
-            self.kraken.bad_checksum_next.update(sym for _, sym in keys)
-            affected = len(keys)
-        elif kind == "stall":
-            seconds = _num(body, "seconds", 5.0)
-            keys = self._keys(exchange, market)
-            until = time.monotonic() + seconds
-            for key in keys:
-                e.stalled_until[key] = until
-            affected = len(keys)
-        elif kind == "malformed_frame":
-            variant = str(body.get("variant", "crash"))
-            if variant not in ("crash", "garbage", "not_json"):
-                raise BadRequest("variant must be crash, garbage or not_json")
-            affected = venue.malformed(symbol, variant)
-        elif kind == "crossed":
-            seconds = _num(body, "seconds", 2.0)
-            keys = self._keys(exchange, market)
-            until = time.monotonic() + seconds
-            for key in keys:
-                venue.publish(key[1], e.world.cross(key))
-                e.stalled_until[key] = until  # stays crossed until the next step
-            affected = len(keys)
-        elif kind == "frozen":
-            seconds = _num(body, "seconds", 5.0)
-            keys = self._keys(exchange, market)
-            until = time.monotonic() + seconds
-            for key in keys:
-                e.frozen_until[key] = until
-            affected = len(keys)
-        else:  # rest_error
-            status = int(_num(body, "status", 429))
-            if not 400 <= status <= 599:
-                raise BadRequest("status must be 4xx or 5xx")
-            count = int(_num(body, "count", 1))
-            retry = body.get("retry_after")
-            retry_after = None if retry is None else _num(body, "retry_after")
-            endpoint = str(body.get("endpoint", "*"))
-            e.rest_faults[exchange].append(RestFault(endpoint, count, status, retry_after))
-            affected = count
-        e.counters.faults[exchange][str(kind)] += 1
+        venue: Venue = self.binance if exchange == "binance" else self.kraken
+        affected = await handler(_Fault(exchange, market, symbol, venue, body))
+        self.engine.counters.faults[exchange][str(kind)] += 1
         return web.json_response({"ok": True, "kind": kind, "affected": affected})
+
+    # -- fault kinds: each answers how many sockets or markets it touched -------------------
+
+    async def _close(self, f: _Fault) -> int:
+        return await f.venue.disconnect(f.symbol, abort=False)
+
+    async def _abort(self, f: _Fault) -> int:
+        return await f.venue.disconnect(f.symbol, abort=True)
+
+    async def _sequence_gap(self, f: _Fault) -> int:
+        if f.exchange != "binance":
+            raise ControlError("sequence_gap applies to binance (kraken has no sequence)")
+        gap = int(_num(f.body, "gap", 10))
+        if gap < 1:
+            raise ControlError("gap must be >= 1")
+        keys = self._keys(f.exchange, f.market)
+        for key in keys:
+            self.engine.world.skip_sequence(key, gap)
+        return len(keys)
+
+    async def _drop_update(self, f: _Fault) -> int:
+        keys = self._keys(f.exchange, f.market)
+        self.engine.drop_next.update(keys)
+        return len(keys)
+
+    async def _bad_checksum(self, f: _Fault) -> int:
+        if f.exchange != "kraken":
+            raise ControlError("bad_checksum applies to kraken (binance has no checksum)")
+        keys = self._keys(f.exchange, f.market)
+        self.kraken.bad_checksum_next.update(sym for _, sym in keys)
+        return len(keys)
+
+    async def _stall(self, f: _Fault) -> int:
+        until = time.monotonic() + _num(f.body, "seconds", 5.0)
+        keys = self._keys(f.exchange, f.market)
+        for key in keys:
+            self.engine.stalled_until[key] = until
+        return len(keys)
+
+    async def _malformed_frame(self, f: _Fault) -> int:
+        variant = str(f.body.get("variant", "crash"))
+        if variant not in ("crash", "garbage", "not_json"):
+            raise ControlError("variant must be crash, garbage or not_json")
+        return f.venue.malformed(f.symbol, variant)
+
+    async def _rest_error(self, f: _Fault) -> int:
+        status = int(_num(f.body, "status", 429))
+        if not 400 <= status <= 599:
+            raise ControlError("status must be 4xx or 5xx")
+        count = int(_num(f.body, "count", 1))
+        retry = f.body.get("retry_after")
+        retry_after = None if retry is None else _num(f.body, "retry_after")
+        endpoint = str(f.body.get("endpoint", "*"))
+        self.engine.rest_faults[f.exchange].append(RestFault(endpoint, count, status, retry_after))
+        return count
+
+    async def _crossed(self, f: _Fault) -> int:
+        until = time.monotonic() + _num(f.body, "seconds", 2.0)
+        keys = self._keys(f.exchange, f.market)
+        for key in keys:
+            f.venue.publish(key[1], self.engine.world.cross(key))
+            self.engine.stalled_until[key] = until  # stays crossed until the next step
+        return len(keys)
+
+    async def _frozen(self, f: _Fault) -> int:
+        until = time.monotonic() + _num(f.body, "seconds", 5.0)
+        keys = self._keys(f.exchange, f.market)
+        for key in keys:
+            self.engine.frozen_until[key] = until
+        return len(keys)
 
     async def _market_state(self, request: web.Request, stop: bool) -> web.Response:
         body = await self._body(request)
@@ -360,14 +405,14 @@ class Control:
         exchange = self._exchange(body.get("exchange"))
         symbol = body.get("symbol")
         if not isinstance(symbol, str) or not symbol:
-            raise BadRequest("symbol must be an asset ('BTC') or canonical symbol ('BTC/USD')")
+            raise ControlError("symbol must be an asset ('BTC') or canonical symbol ('BTC/USD')")
         asset = symbol.split("/")[0].upper()
         if not any(m.base == asset for m in markets_of(exchange)):
-            raise BadRequest(f"{exchange} has no market with base {asset}")
+            raise ControlError(f"{exchange} has no market with base {asset}")
         size = _num(body, "size", 0.004)
         duration = _num(body, "duration", 3.0)
         if not -0.5 < size < 0.5 or duration <= 0:
-            raise BadRequest("need -0.5 < size < 0.5 and duration > 0")
+            raise ControlError("need -0.5 < size < 0.5 and duration > 0")
         self.engine.world.add_dislocation(asset, exchange, size, duration)
         return web.json_response(
             {"ok": True, "asset": asset, "exchange": exchange, "size": size, "duration": duration}
@@ -377,12 +422,12 @@ class Control:
         body = await self._body(request)
         mode = body.get("mode")
         if mode not in MODES:
-            raise BadRequest(f"mode must be one of {list(MODES)}")
+            raise ControlError(f"mode must be one of {list(MODES)}")
         rate = body.get("rate")
         if rate is not None:
             rate = _num(body, "rate")
             if rate <= 0:
-                raise BadRequest("rate must be > 0")
+                raise ControlError("rate must be > 0")
         self.engine.set_mode(cast(Mode, mode), rate)
         return web.json_response({"ok": True, "mode": mode, "rate": self.engine.rate})
 

@@ -33,6 +33,7 @@ class Venue(Protocol):
     """What the engine and the control API need from an exchange front end."""
 
     name: str
+    conns: set[Connection]
 
     def publish(self, symbol: str, update: BookUpdate, drop: bool = False) -> bool:
         """Encode `update` for every subscriber; `drop`: record it as sent but do not send.
@@ -48,6 +49,9 @@ class Venue(Protocol):
     async def disconnect(self, symbol: str | None, abort: bool) -> int: ...
 
     def malformed(self, symbol: str | None, variant: str) -> int: ...
+
+    def reset(self) -> None:
+        """Forget per-venue fault and subscription state (the sockets are already closed)."""
 
 
 class Connection:
@@ -118,7 +122,6 @@ class Counters:
     depth_snapshots: defaultdict[str, defaultdict[str, int]] = field(default_factory=_nested)
     rest_errors: defaultdict[str, defaultdict[str, int]] = field(default_factory=_nested)
     ws_opened: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
-    ws_open: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
     ws_slow_closed: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
     subscribe_requests: defaultdict[str, defaultdict[str, int]] = field(default_factory=_nested)
     unsubscribe_requests: defaultdict[str, defaultdict[str, int]] = field(default_factory=_nested)
@@ -138,7 +141,10 @@ class Counters:
         self.lag_max = max(self.lag_max, lag)
         self.lag_sum += lag
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self, open_sockets: dict[str, int]) -> dict[str, Any]:
+        """The counters as JSON; `open_sockets` (per exchange) is the venues' current count,
+        not a counter (a socket outlives a counters reset)."""
+
         def plain(d: Any) -> Any:
             return {k: plain(v) for k, v in d.items()} if isinstance(d, dict) else d
 
@@ -149,10 +155,10 @@ class Counters:
             "ws_connections": {
                 ex: {
                     "opened": self.ws_opened[ex],
-                    "open": self.ws_open[ex],
+                    "open": open_sockets.get(ex, 0),
                     "slow_consumer_closed": self.ws_slow_closed[ex],
                 }
-                for ex in sorted(set(self.ws_opened) | set(self.ws_open))
+                for ex in sorted(set(self.ws_opened) | {e for e, n in open_sockets.items() if n})
             },
             "subscribe_requests": plain(self.subscribe_requests),
             "unsubscribe_requests": plain(self.unsubscribe_requests),
@@ -186,6 +192,7 @@ class Engine:
         self.world = world
         self.rate = rate
         self.mode: Mode = mode
+        self.initial = (rate, mode)  # what `reset` restores
         self.frozen = False
         self.stopped: set[Key] = set()
         self.stalled_until: dict[Key, float] = {}
@@ -203,6 +210,45 @@ class Engine:
 
     def add_venue(self, venue: Venue) -> None:
         self.venues[venue.name] = venue
+
+    def open_sockets(self) -> dict[str, int]:
+        return {name: len(v.conns) for name, v in self.venues.items()}
+
+    async def reset(self, frozen: bool = False, timeout: float = 2.0) -> int:
+        """Back to the state right after startup; return how many sockets were closed.
+
+        Every WebSocket is aborted (its client held books and sequences of the old world) and
+        awaited for up to `timeout` s; then, with no await in between, the world is rebuilt
+        from the seed (books, sequences, price walks and RNGs as generated at startup, no
+        dislocations), mode and rate return to their startup values, every fault (stall,
+        stop, drop, frozen book, pending REST errors, Kraken bad checksum), the global freeze
+        and the counters are cleared, and the send log emptied. `frozen=True` leaves the
+        engine frozen, so the initial books can be read before they change.
+        """
+        victims = [c for v in self.venues.values() for c in v.conns]
+        for conn in victims:
+            conn.abort()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline and any(  # noqa: ASYNC110  (handlers end on their own)
+            c in v.conns for v in self.venues.values() for c in victims
+        ):
+            await asyncio.sleep(0.005)
+        self.world = World(self.world.seed, self.world.levels)
+        self.rate, self.mode = self.initial
+        self.frozen = frozen
+        self.stopped.clear()
+        self.stalled_until.clear()
+        self.drop_next.clear()
+        self.frozen_until.clear()
+        self.rest_faults.clear()
+        for venue in self.venues.values():
+            venue.reset()
+        self.counters = Counters()
+        if self.send_log is not None:
+            self.send_log.clear()
+        self._wake.set()  # re-plan the schedule with the startup rate
+        return len(victims)
 
     def set_mode(self, mode: Mode, rate: float | None) -> None:
         self.mode = mode

@@ -214,9 +214,7 @@ class KrakenVenue:
         ws = web.WebSocketResponse(max_msg_size=1 << 20)
         await ws.prepare(request)
         conn = Connection(NAME, ws, request)
-        c = self.engine.counters
-        c.ws_opened[NAME] += 1
-        c.ws_open[NAME] += 1
+        self.engine.counters.ws_opened[NAME] += 1
         self.conns.add(conn)
         status = {
             "channel": "status",
@@ -240,7 +238,6 @@ class KrakenVenue:
                     break
         finally:
             self._drop_conn(conn)
-            c.ws_open[NAME] -= 1
             writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await writer
@@ -407,6 +404,11 @@ class KrakenVenue:
 
     def max_queue(self) -> int:
         return max((c.pending() for c in self.conns), default=0)
+
+    def reset(self) -> None:
+        """Forget the subscriber groups (views of the old books) and pending bad checksums."""
+        self.groups.clear()
+        self.bad_checksum_next.clear()
 
     def subscribed(self, symbol: str) -> bool:
         return any(bool(g.conns) for (sym, _), g in self.groups.items() if sym == symbol)

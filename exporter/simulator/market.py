@@ -143,6 +143,7 @@ class World:
 
     def __init__(self, seed: int = 42, levels: int = 1000) -> None:
         self.seed = seed
+        self.levels = levels
         self.rng = random.Random(seed)
         base_prices: dict[str, float] = {"USDT": USDT_USD_MID}
         for spec in all_markets():

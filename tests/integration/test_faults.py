@@ -167,6 +167,7 @@ async def test_depth_snapshot_error_honours_retry_after(
             await recover(exp, sim, f"REST depth snapshot {status} (Retry-After 2 s)", t0)
 
 
+@pytest.mark.slow  # a 60 s storm
 async def test_reconnect_storm_stays_within_the_snapshot_budget(sim: SimulatorHarness) -> None:
     """60 s of sockets closed or aborted every second on both exchanges: at most 12 depth
     snapshots per market (burst 4 + 8 per minute), and every book recovers afterwards."""

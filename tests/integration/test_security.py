@@ -36,7 +36,7 @@ from tests.support.exporter import (
     wait_for,
 )
 from tests.support.redis_server import RedisServer, ServerTLS
-from tests.support.simulator import SimulatorProcess
+from tests.support.simulator import SimulatorHarness
 from tests.support.tls import make_ca, self_signed
 
 pytestmark = pytest.mark.integration
@@ -283,7 +283,7 @@ async def test_redis_over_tls_with_password_and_ca_in_the_url(
 
     good = url(PASSWORD, ca.cert_file)
     r = redis.Redis.from_url(good, decode_responses=True)
-    with SimulatorProcess(seed=5, rate=10) as sim:
+    with SimulatorHarness(seed=5, rate=10) as sim:
         async with running_exporter(sim_config(sim.base_url, good)) as exp:
             await wait_for(lambda: all_live(exp), timeout=15, what="books live")
             # Books go live one by one and tickers are flushed on a timer: wait for each key.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import math
 import time
 import zlib
@@ -16,7 +17,8 @@ import ccxt.pro
 import pytest
 
 from exporter.simulator.endpoints import SIMULATED_MARKETS, ccxt_config
-from tests.support.simulator import SimulatorError, SimulatorProcess
+from exporter.simulator.market import World
+from tests.support.simulator import SimulatorError, SimulatorHarness
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -25,10 +27,8 @@ FEE = 0.001
 WATCH_TIMEOUT = 5.0
 
 
-@pytest.fixture
-def sim() -> Iterator[SimulatorProcess]:
-    with SimulatorProcess(seed=11, rate=20) as s:
-        yield s
+# One simulator process for the module, reset before each test (tests/support/fixtures.py)
+SIMULATOR = {"seed": 11, "rate": 20}
 
 
 def make(exchange: str, base_url: str, cls: Any = None) -> Any:
@@ -117,7 +117,7 @@ def test_ccxt_config_redirects_every_url_to_loopback(exchange: str) -> None:
 
 
 def test_listening_line_control_api_and_clean_exit() -> None:
-    s = SimulatorProcess(seed=5).start()
+    s = SimulatorHarness(seed=5).start()
     try:
         assert s.listening["event"] == "listening" and s.port > 0
         assert s.base_url == f"http://127.0.0.1:{s.port}"
@@ -138,7 +138,7 @@ def test_listening_line_control_api_and_clean_exit() -> None:
 # -- exactness ---------------------------------------------------------------------------------
 
 
-async def test_binance_client_book_equals_ground_truth(sim: SimulatorProcess) -> None:
+async def test_binance_client_book_equals_ground_truth(sim: SimulatorHarness) -> None:
     ex = make("binance", sim.base_url)
     try:
         symbols = ["BTC/USDT", "ETH/USDT"]
@@ -163,7 +163,7 @@ async def test_binance_client_book_equals_ground_truth(sim: SimulatorProcess) ->
 
 
 async def test_kraken_client_books_and_checksums_equal_ground_truth(
-    sim: SimulatorProcess,
+    sim: SimulatorHarness,
 ) -> None:
     ex = make("kraken", sim.base_url, CheckingKraken)
     depths = {"BTC/USD": 100, "ETH/USD": 10, "USDT/USD": 25}
@@ -187,7 +187,7 @@ async def test_kraken_client_books_and_checksums_equal_ground_truth(
 # -- faults ------------------------------------------------------------------------------------
 
 
-async def test_binance_sequence_gap_raises_then_rewatch_resyncs(sim: SimulatorProcess) -> None:
+async def test_binance_sequence_gap_raises_then_rewatch_resyncs(sim: SimulatorHarness) -> None:
     ex = make("binance", sim.base_url)
     try:
         await keep_watching(ex, "BTC/USDT", 100, 1.0)
@@ -210,7 +210,7 @@ async def test_binance_sequence_gap_raises_then_rewatch_resyncs(sim: SimulatorPr
 
 
 async def test_kraken_drop_update_and_bad_checksum_show_in_checksum(
-    sim: SimulatorProcess,
+    sim: SimulatorHarness,
 ) -> None:
     ex = make("kraken", sim.base_url, CheckingKraken)
     try:
@@ -246,7 +246,7 @@ async def test_kraken_drop_update_and_bad_checksum_show_in_checksum(
         await ex.close()
 
 
-async def test_close_and_abort_raise_network_error_and_reconnect(sim: SimulatorProcess) -> None:
+async def test_close_and_abort_raise_network_error_and_reconnect(sim: SimulatorHarness) -> None:
     b = make("binance", sim.base_url)
     k = make("kraken", sim.base_url)
     try:
@@ -273,7 +273,7 @@ async def test_close_and_abort_raise_network_error_and_reconnect(sim: SimulatorP
         await k.close()
 
 
-async def test_malformed_frame_kills_ccxt_receive_loop(sim: SimulatorProcess) -> None:
+async def test_malformed_frame_kills_ccxt_receive_loop(sim: SimulatorHarness) -> None:
     ex = make("binance", sim.base_url)
     try:
         await keep_watching(ex, "SOL/USDT", 100, 0.5)
@@ -290,7 +290,7 @@ async def test_malformed_frame_kills_ccxt_receive_loop(sim: SimulatorProcess) ->
         await ex.close()
 
 
-async def test_rest_error_maps_to_ccxt_rate_limit_errors(sim: SimulatorProcess) -> None:
+async def test_rest_error_maps_to_ccxt_rate_limit_errors(sim: SimulatorHarness) -> None:
     b = make("binance", sim.base_url)
     k = make("kraken", sim.base_url)
     try:
@@ -314,7 +314,7 @@ async def test_rest_error_maps_to_ccxt_rate_limit_errors(sim: SimulatorProcess) 
         await k.close()
 
 
-async def test_stall_and_market_stop_silence_one_stream(sim: SimulatorProcess) -> None:
+async def test_stall_and_market_stop_silence_one_stream(sim: SimulatorHarness) -> None:
     ex = make("binance", sim.base_url)
     try:
         await asyncio.gather(
@@ -341,7 +341,7 @@ async def test_stall_and_market_stop_silence_one_stream(sim: SimulatorProcess) -
         await ex.close()
 
 
-async def test_fixed_rate_and_firehose_modes(sim: SimulatorProcess) -> None:
+async def test_fixed_rate_and_firehose_modes(sim: SimulatorHarness) -> None:
     ex = make("binance", sim.base_url)
     try:
         await sim.arequest("POST", "/control/mode", {"mode": "fixed_rate", "rate": 40})
@@ -397,7 +397,7 @@ def net_profit(buy_asks: list[Any], buy_rate: float, sell_bids: list[Any], usd: 
     return proceeds * (1 - FEE) - usd
 
 
-async def test_dislocation_opens_then_closes_an_arbitrage(sim: SimulatorProcess) -> None:
+async def test_dislocation_opens_then_closes_an_arbitrage(sim: SimulatorHarness) -> None:
     b = make("binance", sim.base_url)
     k = make("kraken", sim.base_url)
     stop = asyncio.Event()
@@ -453,7 +453,7 @@ async def test_dislocation_opens_then_closes_an_arbitrage(sim: SimulatorProcess)
 # -- raw wire protocol -------------------------------------------------------------------------
 
 
-async def test_raw_protocol_acks_pings_and_heartbeats_while_frozen(sim: SimulatorProcess) -> None:
+async def test_raw_protocol_acks_pings_and_heartbeats_while_frozen(sim: SimulatorHarness) -> None:
     ws_base = sim.base_url.replace("http://", "ws://")
     async with aiohttp.ClientSession() as session:
         async with session.ws_connect(ws_base + "/binance/stream/ws/7") as ws:
@@ -504,3 +504,101 @@ async def test_raw_protocol_acks_pings_and_heartbeats_while_frozen(sim: Simulato
             assert [[f"{lv['price']:.2f}", f"{lv['qty']:.8f}"] for lv in data["bids"]] == truth[
                 "bids"
             ]
+
+
+# -- reset -------------------------------------------------------------------------------------
+
+
+@functools.cache
+def initial_world() -> World:
+    """What a freshly started simulator with the module's seed serves (built in-process)."""
+    return World(SIMULATOR["seed"])
+
+
+def initial_book(exchange: str, market: str, depth: int) -> dict[str, list[list[str]]]:
+    book = initial_world().book((exchange, market))
+    return {
+        "bids": [[book.price_str(p), book.qty_str(q)] for p, q in book.top_bids(depth)],
+        "asks": [[book.price_str(p), book.qty_str(q)] for p, q in book.top_asks(depth)],
+    }
+
+
+async def test_reset_restores_every_kind_of_state(sim: SimulatorHarness) -> None:
+    keys = [(m.exchange, m.symbol) for m in SIMULATED_MARKETS]
+    # Change every kind of state: sockets and subscriptions, books and sequences, faults
+    # (pending and lasting), a dislocation, mode and rate, the freeze, the counters.
+    b = make("binance", sim.base_url)
+    k = make("kraken", sim.base_url, CheckingKraken)
+    try:
+        await keep_watching(b, "BTC/USDT", 100, 0.5)
+        await keep_watching(k, "ETH/USD", 10, 0.5)
+        sim.fault("binance", "sequence_gap", "BTC/USDT", gap=1000)
+        sim.fault("binance", "stall", "ETH/USDT", seconds=60)
+        sim.market_stop("binance", "SOL/USDT")
+        sim.fault("binance", "frozen", "BTC/USDT", seconds=60)
+        sim.fault("binance", "rest_error", endpoint="depth", count=5)
+        sim.fault("kraken", "bad_checksum", "BTC/USD")  # pending: nobody watches BTC/USD
+        sim.fault("kraken", "drop_update", "SOL/USD")  # pending likewise
+        sim.dislocation("BTC", "kraken", 0.1, 60)
+        sim.mode("fixed_rate", 7)
+        sim.freeze()
+        markets = sim.get("/control/markets")
+        assert {(m["exchange"], m["symbol"]) for m in markets["markets"] if m["stopped"]} == {
+            ("binance", "SOL/USDT")
+        }
+        assert {(m["exchange"], m["symbol"]) for m in markets["markets"] if m["stalled"]} == {
+            ("binance", "ETH/USDT")
+        }
+        assert markets["dislocations"] and all(m["sequence"] > 0 for m in markets["markets"])
+        before = sim.counters()
+        assert before["frozen"] and (before["mode"], before["rate"]) == ("fixed_rate", 7)
+        assert before["ticks"] > 0 and before["faults"]["binance"]["rest_error"] == 1
+        assert before["ws_connections"]["binance"]["open"] >= 1
+
+        reset = sim.reset(frozen=True)  # frozen: the initial books stay readable
+        assert reset["closed"] >= 2  # the Binance and the Kraken socket
+        assert all(seq == 0 for seqs in reset["sequences"].values() for seq in seqs.values())
+        for ex, market in keys:
+            truth = sim.book(ex, market, depth=50)
+            assert truth["sequence"] == 0
+            assert {s: truth[s] for s in ("bids", "asks")} == initial_book(ex, market, 50)
+        markets = sim.get("/control/markets")
+        assert not any(m["stopped"] or m["stalled"] for m in markets["markets"])
+        assert markets["dislocations"] == []
+        after = sim.counters()
+        assert after["frozen"] and (after["mode"], after["rate"]) == ("random", 20)
+        for name in ("rest_requests", "depth_snapshots", "rest_errors_injected", "faults",
+                     "subscribe_requests", "unsubscribe_requests", "messages_sent",
+                     "book_steps", "pings", "ws_connections"):  # fmt: skip
+            assert after[name] == {}, name
+        assert after["ticks"] == after["engine_errors"] == 0
+        lag = after["send_lag_seconds"]  # the schedule runs while frozen; ticks do not
+        assert lag["mean"] == lag["resets"] == 0
+        assert sim.health()["frozen"] is True
+    finally:
+        await b.close()
+        await k.close()
+
+    # The pending and lasting faults are gone, not merely hidden by the freeze.
+    sim.unfreeze()
+    b = make("binance", sim.base_url)
+    k = make("kraken", sim.base_url, CheckingKraken)
+    try:
+        await b.load_markets()
+        assert len((await b.fetch_order_book("BTC/USDT", 5))["bids"]) == 5  # no REST error
+        watched = await asyncio.gather(
+            *(keep_watching(b, s, 100, 1.5) for s in ("BTC/USDT", "ETH/USDT", "SOL/USDT")),
+            *(keep_watching(k, s, 10, 1.5) for s in ("BTC/USD", "SOL/USD")),
+        )  # no sequence gap raised; stalled, stopped and frozen markets move again
+        assert all(n > 3 for n in watched), watched
+        assert k.checks and all(server == local for _, server, local in k.checks)
+        c = sim.counters()
+        assert c["rest_errors_injected"] == {} and "drop_update_applied" not in str(c["faults"])
+        steps = c["book_steps"]["binance"]
+        assert all(steps[s] > 3 for s in ("BTC/USDT", "ETH/USDT", "SOL/USDT")), steps
+        await sim.afreeze()
+        truth = await sim.abook("binance", "BTC/USDT", 10)
+        assert truth["bids"] != initial_book("binance", "BTC/USDT", 10)["bids"]  # not frozen
+    finally:
+        await b.close()
+        await k.close()

@@ -8,7 +8,7 @@ import ccxt.pro
 import pytest
 
 from exporter.simulator.endpoints import SIMULATED_MARKETS, ccxt_config, generated_markets
-from tests.support.simulator import SimulatorError, SimulatorProcess
+from tests.support.simulator import SimulatorError, SimulatorHarness
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -24,7 +24,7 @@ def test_generated_markets_come_after_the_real_ones() -> None:
 
 
 async def test_generated_symbols_are_watchable_and_sends_are_logged() -> None:
-    with SimulatorProcess(
+    with SimulatorHarness(
         seed=3, rate=50, extra_args=["--symbols", "5", "--record-sends", "--mode", "fixed_rate"]
     ) as sim:
         markets = {(m["exchange"], m["symbol"]) for m in sim.get("/control/markets")["markets"]}
@@ -50,5 +50,5 @@ async def test_generated_symbols_are_watchable_and_sends_are_logged() -> None:
 
 
 def test_send_log_needs_the_flag() -> None:
-    with SimulatorProcess(seed=3) as sim, pytest.raises(SimulatorError, match="400"):
+    with SimulatorHarness(seed=3) as sim, pytest.raises(SimulatorError, match="400"):
         sim.get("/control/sends")

@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.observability import dashboards as dsh
 from tests.support.exporter import running_exporter
 from tests.support.redis_server import RedisServer
-from tests.support.simulator import SimulatorProcess
+from tests.support.simulator import SimulatorHarness
 
 ROOT = dsh.ROOT
 PROVISIONING = ROOT / "grafana" / "provisioning"
@@ -135,7 +135,7 @@ def demo_metrics() -> Iterator[set[str]]:
     from exporter.devstack.procs import free_port
 
     async def scrape() -> str:
-        with RedisServer() as redis, SimulatorProcess(seed=5, rate=10) as sim:
+        with RedisServer() as redis, SimulatorHarness(seed=5, rate=10) as sim:
             config = demo_config(sim.base_url, redis.url, f"127.0.0.1:{free_port()}")
             async with running_exporter(config) as exp:
                 url = f"http://127.0.0.1:{exp.server.bound_port}/metrics"

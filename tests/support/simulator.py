@@ -1,6 +1,6 @@
 """Run the exchange simulator as a subprocess and drive its control API from tests.
 
-    with SimulatorProcess(seed=7) as sim:
+    with SimulatorHarness(seed=7) as sim:
         ex = ccxt.pro.binance(ccxt_config("binance", sim.base_url))
         sim.freeze(); truth = sim.book("binance", "BTC/USDT")
 
@@ -15,7 +15,7 @@ import os
 import queue
 import signal
 import subprocess
-import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -23,9 +23,11 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import IO, Any
 
 import aiohttp
+
+from exporter.devstack.procs import listening_event, simulator_command
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -34,8 +36,10 @@ class SimulatorError(RuntimeError):
     """The simulator did not start, or a control call failed."""
 
 
-class SimulatorProcess:
-    """``python -m exporter.simulator --port 0 --seed N`` as a child process."""
+class SimulatorHarness:
+    """``python -m exporter.simulator --port 0 --seed N`` as a child process, with sync and
+    async clients of its control API (the demo's `exporter.devstack.procs.SimulatorProcess`
+    only starts and stops it)."""
 
     def __init__(
         self,
@@ -52,35 +56,55 @@ class SimulatorProcess:
         self.base_url = ""
         self.port = 0
         self.listening: dict[str, Any] = {}
+        self._stderr: IO[bytes] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    def start(self) -> SimulatorProcess:
-        cmd = [
-            sys.executable, "-m", "exporter.simulator", "--port", "0",
-            "--seed", str(self.seed), "--rate", str(self.rate), *self.extra_args,
-        ]  # fmt: skip
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self) -> SimulatorHarness:
+        cmd = simulator_command(
+            ["--port", "0", "--seed", str(self.seed), "--rate", str(self.rate), *self.extra_args]
+        )
         env = dict(os.environ, PYTHONUNBUFFERED="1")
+        # stderr goes to a file: a pipe nobody reads would block a chatty, long-lived simulator
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115  (closed by stop())
         self.proc = subprocess.Popen(
-            cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=self._stderr, text=True
         )
         lines: queue.Queue[str] = queue.Queue()
         stdout = self.proc.stdout
         assert stdout is not None
-        threading.Thread(target=lambda: lines.put(stdout.readline()), daemon=True).start()
+
+        def drain() -> None:  # the listening line, then whatever else, until exit
+            for line in iter(stdout.readline, ""):
+                lines.put(line)
+            lines.put("")
+
+        threading.Thread(target=drain, daemon=True).start()
         try:
             line = lines.get(timeout=self.start_timeout)
         except queue.Empty:
             self.stop()
             raise SimulatorError("simulator did not print its listening line in time") from None
-        if not line:
-            err = self.proc.stderr.read() if self.proc.stderr else ""
+        event = listening_event(line)
+        if event is None:
+            err = self.stderr()
             self.stop()
-            raise SimulatorError(f"simulator exited before listening: {err[-2000:]}")
-        self.listening = json.loads(line)
-        self.base_url = self.listening["base_url"]
-        self.port = int(self.listening["port"])
+            raise SimulatorError(f"simulator exited before listening: {line!r} {err[-2000:]}")
+        self.listening = event
+        self.base_url = event["base_url"]
+        self.port = int(event["port"])
         return self
+
+    def stderr(self) -> str:
+        """What the simulator wrote to stderr so far."""
+        if self._stderr is None:
+            return ""
+        self._stderr.seek(0)
+        return self._stderr.read().decode(errors="replace")
 
     def stop(self, timeout: float = 10.0) -> int | None:
         """SIGTERM, wait, kill if needed; return the exit code."""
@@ -94,12 +118,14 @@ class SimulatorProcess:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout)
-        for stream in (proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()
+        if proc.stdout is not None:
+            proc.stdout.close()
+        if self._stderr is not None:
+            self._stderr.close()
+            self._stderr = None
         return proc.returncode
 
-    def __enter__(self) -> SimulatorProcess:
+    def __enter__(self) -> SimulatorHarness:
         return self.start()
 
     def __exit__(
@@ -167,6 +193,10 @@ class SimulatorProcess:
 
     def market_start(self, exchange: str, market: str) -> Any:
         return self.post("/control/market/start", {"exchange": exchange, "market": market})
+
+    def reset(self, frozen: bool = False) -> Any:
+        """``POST /control/reset``: back to the state right after startup (sockets aborted)."""
+        return self.post("/control/reset", {"frozen": frozen})
 
     def wait_until(self, predicate: Any, timeout: float = 5.0, interval: float = 0.05) -> Any:
         """Poll `predicate()` until truthy; return its value or raise TimeoutError."""
