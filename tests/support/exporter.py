@@ -36,6 +36,13 @@ SYMBOLS = {
 }
 
 
+def _ccxt(exchange: str, base_url: str) -> dict[str, Any]:
+    config = ccxt_config(exchange, base_url)
+    if exchange == "kraken":  # ccxt spaces Kraken REST calls 1 s apart (the venue's limit):
+        config["rateLimit"] = 50  # a second of every start spent waiting on the simulator
+    return config
+
+
 def sim_config_data(
     base_url: str,
     redis_url: str | None = None,
@@ -47,7 +54,7 @@ def sim_config_data(
     ``feeds`` is merged into those defaults (e.g. a longer stale_after for a test that freezes
     the simulator); any other section given replaces the default one."""
     data: dict[str, Any] = {
-        "exchanges": {ex: {"ccxt": ccxt_config(ex, base_url)} for ex in ("binance", "kraken")},
+        "exchanges": {ex: {"ccxt": _ccxt(ex, base_url)} for ex in ("binance", "kraken")},
         "symbols": SYMBOLS,
         "quote_conversion": {"USDT": {"book": {"exchange": "kraken", "market": "USDT/USD"}}},
         "notionals": [1000, 10000],
