@@ -128,7 +128,7 @@ async def run_exporter(args: argparse.Namespace) -> None:
             if snap.exchange == "binance":
                 trace.append((snap.exchange, snap.market, snap.nonce, time.time()))
 
-        exporter.market.on_published = on_published
+        exporter.state.on_published = on_published
     stats = list(exporter.feed_stats.values())
 
     def read() -> tuple[int, int, int]:

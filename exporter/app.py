@@ -50,17 +50,17 @@ class _FeedEvents:
     """The feeds' sink: books and status changes to the market state, fresh market terms to
     the fee table, latency samples to the intelligence timer."""
 
-    def __init__(self, market: MarketState, fees: FeeTable, intel: Intelligence) -> None:
-        self._market = market
+    def __init__(self, state: MarketState, fees: FeeTable, intel: Intelligence) -> None:
+        self._state = state
         self._fees = fees
         self._intel = intel
 
     def on_book(self, snap: BookSnapshot) -> None:
-        self._market.on_book(snap)
+        self._state.on_book(snap)
         self._intel.observe_book(snap)
 
     def on_status(self, exchange: str, market: str) -> None:
-        self._market.on_feed_status(exchange, market)
+        self._state.on_feed_status(exchange, market)
 
     def on_markets(self, exchange: str, markets: Mapping[str, MarketInfo]) -> None:
         self._fees.load(exchange, markets)
@@ -110,10 +110,10 @@ class Exporter:
             )
         self.latency = {ex: LatencyHistogram() for ex in config.exchanges}
         self.fees = FeeTable(config)
-        self.market = MarketState(config, self.feed_stats, self.fees, self.writer, clock)
-        self.intel = Intelligence(config, self.market, self.latency, self.feed_stats, self.writer)
-        self.publisher = TickerPublisher(self.market, self.latency, self.writer)
-        events = _FeedEvents(self.market, self.fees, self.intel)
+        self.state = MarketState(config, self.feed_stats, self.fees, self.writer, clock)
+        self.intel = Intelligence(config, self.state, self.latency, self.feed_stats, self.writer)
+        self.publisher = TickerPublisher(self.state, self.latency, self.writer)
+        events = _FeedEvents(self.state, self.fees, self.intel)
         settings = FeedSettings(
             depth=config.feeds.depth,
             watch_timeout=config.feeds.stale_after,
@@ -131,11 +131,11 @@ class Exporter:
                 self.exchanges[ex] = ExchangeFeeds(
                     ex, dict(ex_cfg.ccxt), markets, self.latency[ex], settings, events, clock
                 )
-        self.registry.register(MarketCollector(self.market, self.latency))
+        self.registry.register(MarketCollector(self.state, self.latency))
         self.registry.register(IntelligenceCollector(self.intel))
         self.server = HttpServer(
             self.registry, self.readiness, config.web.host, config.web.port,
-            extra_routes=api_routes(config, self.market, self.intel, self.writer),
+            extra_routes=api_routes(config, self.state, self.intel, self.writer),
             client_max_size=config.webhook.max_body_bytes,
             middlewares=[web_config.middleware()] if web_config else None,
             ssl_context=web_config.server_ssl_context() if web_config else None,
@@ -145,7 +145,7 @@ class Exporter:
         self._stopping = asyncio.Event()
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
-        books = {f"{ex}:{m}": str(st) for (ex, m), st in self.market.feed_statuses().items()}
+        books = {f"{ex}:{m}": str(st) for (ex, m), st in self.state.feed_statuses().items()}
         redis_ok = self.writer.up or self.config.redis.url is None
         ok = redis_ok and all(v == BookStatus.LIVE for v in books.values())
         return ok, {"books": books, "redis_up": self.writer.up}
@@ -173,8 +173,8 @@ class Exporter:
         )
         feeds_cfg = self.config.feeds
         periodic = [
-            (feeds_cfg.sweep_interval, self.market.sweep),
-            (feeds_cfg.rate_refresh_interval / 2, self.market.flush_rates),
+            (feeds_cfg.sweep_interval, self.state.sweep),
+            (feeds_cfg.rate_refresh_interval / 2, self.state.flush_rates),
             (self.config.redis.flush_interval, self.publisher.publish),
             (TRIM_INTERVAL, collect_and_trim(malloc_trimmer())),
         ]
@@ -212,7 +212,7 @@ class Exporter:
             log.warning(
                 "shutdown: still stopping after 5 s: %s", ", ".join(t.get_name() for t in pending)
             )
-        closed = self.market.close_all(CloseReason.SHUTDOWN)
+        closed = self.state.close_all(CloseReason.SHUTDOWN)
         self.publisher.publish()
         writer.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -71,10 +71,10 @@ def _risk_json(risk: Risk | None) -> dict[str, Any] | None:
 
 class Api:
     def __init__(
-        self, config: Config, market: MarketState, intel: Intelligence, writer: StateWriter
+        self, config: Config, state: MarketState, intel: Intelligence, writer: StateWriter
     ) -> None:
         self.config = config
-        self.market = market
+        self.state = state
         self.intel = intel
         self.writer = writer
 
@@ -119,7 +119,7 @@ class Api:
             "optimal_notional": opt.optimal_notional if opt else 0.0,
             "optimal_net_profit": opt.optimal_net_profit if opt else 0.0,
             "optimal_capped": opt.capped if opt else False,
-            "window_open": (*key, fill.notional) in self.market.windows.open,
+            "window_open": (*key, fill.notional) in self.state.windows.open,
             "risk": _risk_json(risk),
             "trend": self.trend_json(symbol),
             "computed_at": res.computed_at,
@@ -130,13 +130,13 @@ class Api:
         notional = _float_param(query, "notional", 0.0, MAX_NOTIONAL)
         if notional is not None and notional <= 0:
             raise BadRequest("`notional` must be > 0")
-        now = self.market.clock.time()
+        now = self.state.clock.time()
         entries: list[dict[str, Any]] = []
-        for key, res in self.market.live_pairs(symbol):
+        for key, res in self.state.live_pairs(symbol):
             if notional is None:
                 fills: tuple[Fill, ...] = res.fills
             else:
-                fill = self.market.evaluate_notional(*key, notional)
+                fill = self.state.evaluate_notional(*key, notional)
                 fills = (fill,) if fill is not None else ()
             entries += [self._entry(key, res, f, now) for f in fills]
         # best net ROI first; not fillable (no ROI) last
@@ -173,7 +173,7 @@ class Api:
             for (a, b), (r, n) in sorted(it.correlation.items())
         ]
         return {
-            "generated_at": self.market.clock.time(),
+            "generated_at": self.state.clock.time(),
             "reference": {
                 "notional": cfg.reference_notional,
                 "band": cfg.reference_band,
@@ -243,9 +243,9 @@ def _guard(handler: Handler) -> Handler:
 
 
 def api_routes(
-    config: Config, market: MarketState, intel: Intelligence, writer: StateWriter
+    config: Config, state: MarketState, intel: Intelligence, writer: StateWriter
 ) -> list[web.RouteDef]:
-    api = Api(config, market, intel, writer)
+    api = Api(config, state, intel, writer)
     return [
         web.get("/api/opportunities", _guard(api.get_opportunities)),
         web.get("/api/windows", _guard(api.get_windows)),

@@ -29,8 +29,8 @@ P = "cryptoarb_"
 
 
 class MarketCollector(Collector):
-    def __init__(self, market: MarketState, latency: dict[str, LatencyHistogram]) -> None:
-        self.market = market
+    def __init__(self, state: MarketState, latency: dict[str, LatencyHistogram]) -> None:
+        self.state = state
         self.latency = latency
         self._now = 0.0
 
@@ -40,13 +40,13 @@ class MarketCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         # One instant per scrape: every family judges liveness at the same time.
-        self._now = self.market.clock.monotonic()
+        self._now = self.state.clock.monotonic()
         yield from self._books()
         yield from self._feeds()
         yield from self._latency()
         yield from self._pairs()
         yield from self._windows()
-        cfg = self.market.config
+        cfg = self.state.config
         info = GaugeMetricFamily(
             P + "reference_info",
             "Reference notional and band used by history, insights and alerts",
@@ -59,7 +59,7 @@ class MarketCollector(Collector):
         yield build
 
     def _books(self) -> Iterator[Metric]:
-        m = self.market
+        m = self.state
         ls = ["exchange", "symbol"]
         bid = GaugeMetricFamily(
             P + "orderbook_best_bid_price", "Best bid in the canonical quote", labels=ls
@@ -133,7 +133,7 @@ class MarketCollector(Collector):
         errors = CounterMetricFamily(
             P + "feed_errors", "Feed errors by reason", labels=[*ls, "reason"]
         )
-        for stats in self.market.feeds.values():
+        for stats in self.state.feeds.values():
             labels = [stats.exchange, stats.symbol]
             up.add_metric(labels, float(stats.up))
             msgs.add_metric(labels, stats.messages)
@@ -159,7 +159,7 @@ class MarketCollector(Collector):
             "Minimum signed latency over the last 60 s (clock offset estimate)",
             labels=["exchange"],
         )
-        now = self.market.clock.time()
+        now = self.state.clock.time()
         for ex, h in self.latency.items():
             hist.add_metric([ex], h.cumulative(), h.total)
             neg.add_metric([ex], h.negative)
@@ -169,7 +169,7 @@ class MarketCollector(Collector):
         yield from (hist, neg, offset)
 
     def _pairs(self) -> Iterator[Metric]:
-        m = self.market
+        m = self.state
         pl = ["symbol", "buy_exchange", "sell_exchange"]
         nl = [*pl, "notional"]
         cross = GaugeMetricFamily(
@@ -215,7 +215,7 @@ class MarketCollector(Collector):
         yield from (cross, roi, profit, fillable, breakeven, optimal, optimal_profit)
 
     def _windows(self) -> Iterator[Metric]:
-        w = self.market.windows
+        w = self.state.windows
         nl = ["symbol", "buy_exchange", "sell_exchange", "notional"]
         is_open = GaugeMetricFamily(
             P + "window_open", "1 while a profitable window is open", labels=nl

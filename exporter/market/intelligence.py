@@ -52,14 +52,14 @@ class Intelligence:
     def __init__(
         self,
         config: Config,
-        market: MarketState,
+        state: MarketState,
         latency: Mapping[str, LatencyHistogram],
         feed_stats: Mapping[FeedKey, FeedStats],
         writer: StateWriter,
     ) -> None:
         self.config = config
-        self.market = market
-        self.clock = market.clock
+        self.state = state
+        self.clock = state.clock
         self._hist = latency
         self._feeds = feed_stats
         self._writer = writer
@@ -105,7 +105,7 @@ class Intelligence:
 
     # -- per interval ------------------------------------------------------------------
     def _live(self, exchange: str, symbol: str) -> BookRecord | None:
-        return self.market.live_book(exchange, symbol)
+        return self.state.live_book(exchange, symbol)
 
     def history_row(self, symbol: str, now: float) -> HistoryRow:
         band = self.config.reference_band
@@ -126,7 +126,7 @@ class Intelligence:
         ]
         profits = [
             fill.net_profit
-            for _key, res in self.market.live_pairs(symbol)
+            for _key, res in self.state.live_pairs(symbol)
             if (fill := res.fills[self._ref_idx]).net_profit is not None
         ]
         return HistoryRow(
@@ -207,7 +207,7 @@ class Intelligence:
         symbol, a, b = key
         cfg = self.config
         ra, rb = self._live(a, symbol), self._live(b, symbol)
-        if ra is None or rb is None or self.market.live_pair(key) is None:
+        if ra is None or rb is None or self.state.live_pair(key) is None:
             return None
         if ra.metrics is None or rb.metrics is None:
             return None
@@ -259,8 +259,8 @@ class Intelligence:
         # Once per tick for every pair and notional (1,200 at 200 symbols): inputs once per
         # pair, ROI samples kept as plain values so volatility reads them without copying.
         cutoff = now - self.config.insights.volatility_seconds
-        for key in self.market.pair_keys():
-            res = self.market.live_pair(key)
+        for key in self.state.pair_keys():
+            res = self.state.live_pair(key)
             for fill in res.fills if res else ():
                 if fill.net_roi is not None:
                     times, values = self._roi_series((*key, fill.notional))

@@ -22,14 +22,14 @@ TICKER_LEVELS = 10  # top levels per side copied into the Redis ticker
 class TickerPublisher:
     def __init__(
         self,
-        market: MarketState,
+        state: MarketState,
         latency: Mapping[str, LatencyHistogram],
         writer: StateWriter,
     ) -> None:
-        self.market = market
+        self.state = state
         self.latency = latency
         self.writer = writer
-        self.reference_band = market.config.reference_band
+        self.reference_band = state.config.reference_band
 
     def payload(self, view: BookView) -> dict[str, Any] | None:
         rec = view.record
@@ -61,9 +61,9 @@ class TickerPublisher:
         }
 
     def publish(self) -> None:
-        now = self.market.clock.monotonic()
-        for view in self.market.take_dirty(now):
+        now = self.state.clock.monotonic()
+        for view in self.state.take_dirty(now):
             payload = self.payload(view)
             if payload is not None:
                 self.writer.put_ticker(view.exchange, view.symbol, payload)
-        self.writer.put_symbols(self.market.live_symbols(now))
+        self.writer.put_symbols(self.state.live_symbols(now))

@@ -66,7 +66,7 @@ class LogSpy:
             self.entries.append(dict(entry))
             original(entry, dedupe_key)
 
-        exp.market._append_log = spy
+        exp.writer.append_log = spy  # type: ignore[method-assign]
 
     def reasons(self, exchange: str, symbol: str) -> set[str]:
         return {
@@ -78,8 +78,8 @@ class LogSpy:
 
 async def live_with_windows(exp: Exporter) -> None:
     await wait_for(lambda: all_live(exp), timeout=20, what="all books live")
-    n = len(exp.market.window_keys())
-    await wait_for(lambda: len(exp.market.windows.open) == n, timeout=5, what="all windows open")
+    n = len(exp.state.window_keys())
+    await wait_for(lambda: len(exp.state.windows.open) == n, timeout=5, what="all windows open")
 
 
 # -- exchange host down ---------------------------------------------------------------------
@@ -98,7 +98,7 @@ async def test_exchange_host_down_at_start_then_restarted_mid_run() -> None:
         )
         status, text = await scrape(exp)
         assert status == 200 and "cryptoarb_feed_up" in text
-        assert not list(exp.market.live_pairs()) and not exp.market.windows.open
+        assert not list(exp.state.live_pairs()) and not exp.state.windows.open
         assert (await scrape(exp, "/readyz"))[0] == 503
         sim = SimulatorHarness(seed=5, rate=20, extra_args=extra).start()
         try:
@@ -108,9 +108,7 @@ async def test_exchange_host_down_at_start_then_restarted_mid_run() -> None:
             spy = LogSpy(exp)
             async with watchdog(exp) as dog:
                 sim.stop()  # both exchanges gone mid-run
-                await wait_for(
-                    lambda: not exp.market.windows.open, timeout=5, what="windows closed"
-                )
+                await wait_for(lambda: not exp.state.windows.open, timeout=5, what="windows closed")
                 await wait_for(lambda: dog.saw_not_live, timeout=5, what="seen not live")
                 reasons = spy.reasons("binance", "BTC/USD") | spy.reasons("kraken", "ETH/USD")
                 assert reasons and reasons <= {"feed_down", "stale"}, reasons
@@ -208,7 +206,7 @@ async def test_crossed_book_yields_nothing_until_it_uncrosses(sim: SimulatorHarn
             t0 = time.monotonic()
             sim.fault("kraken", "crossed", "BTC/USD", seconds=2.5)
             await wait_for(
-                lambda: exp.market.status("kraken", "BTC/USD") is BookStatus.CROSSED,
+                lambda: exp.state.status("kraken", "BTC/USD") is BookStatus.CROSSED,
                 timeout=5,
                 what="crossed",
             )
@@ -227,7 +225,7 @@ async def test_frozen_book_while_the_other_exchange_moves(sim: SimulatorHarness)
             t0 = time.monotonic()
             sim.fault("binance", "frozen", "BTC/USDT", seconds=4)
             await wait_for(
-                lambda: exp.market.status("binance", "BTC/USDT") is BookStatus.STALE,
+                lambda: exp.state.status("binance", "BTC/USDT") is BookStatus.STALE,
                 timeout=5,
                 what="frozen detected",
             )
@@ -341,10 +339,10 @@ async def test_freeze_compare_helper_detects_a_wrong_book(sim: SimulatorHarness)
         sim.freeze()
         try:
             await asyncio.sleep(0.5)  # the last frames arrive; a reconnect needs 5 s of quiet
-            rec = exp.market._records[BookKey(key)]
+            rec = exp.state._records[BookKey(key)]
             bad = (rec.snapshot.bids[0][0] + 1.0, rec.snapshot.bids[0][1])
             snap = dataclasses.replace(rec.snapshot, bids=(bad, *rec.snapshot.bids[1:]))
-            exp.market._records[BookKey(key)] = dataclasses.replace(rec, snapshot=snap)
+            exp.state._records[BookKey(key)] = dataclasses.replace(rec, snapshot=snap)
             # The tampered book is the one that fails, not any book still settling.
             with pytest.raises(AssertionError, match="kraken BTC/USD equal to ground truth"):
                 await freeze_and_compare(exp, sim, timeout=0.5)

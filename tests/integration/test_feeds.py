@@ -26,7 +26,7 @@ async def test_books_equal_ground_truth_on_both_exchanges(sim: SimulatorHarness)
         await wait_for(lambda: all(s.messages > 20 for s in exp.feed_stats.values()), timeout=10)
         # Before the freeze: a comparison that outlasts stale_after (1 s) leaves the books
         # stale, the sweep drops their pairs, and they return only with the next updates.
-        assert list(exp.market.live_pairs()), "live books on both exchanges must give opportunities"
+        assert list(exp.state.live_pairs()), "live books on both exchanges must give opportunities"
         await freeze_and_compare(exp, sim)
         assert all(s.up for s in exp.feed_stats.values())
 
@@ -105,7 +105,7 @@ async def test_silent_stall_with_pings_answered_forces_reconnect(sim: SimulatorH
 
         def saw(done: Callable[[], bool]) -> Callable[[], bool]:
             def check() -> bool:
-                seen.add(exp.market.status("kraken", "BTC/USD"))
+                seen.add(exp.state.status("kraken", "BTC/USD"))
                 return done()
 
             return check

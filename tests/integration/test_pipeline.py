@@ -157,7 +157,7 @@ async def test_dislocation_opens_and_closes_a_window_in_the_redis_log(
         # Kraken 2 % above Binance for 2 s: buy Binance, sell Kraken pays after fees.
         sim.dislocation("BTC", "kraken", 0.02, 2.0)
         key = ("BTC/USD", "binance", "kraken", 1000.0)
-        await wait_for(lambda: key in exp.market.windows.open, timeout=5, what="window open")
+        await wait_for(lambda: key in exp.state.windows.open, timeout=5, what="window open")
         text = await scrape(exp)
         opened = samples(text, "cryptoarb_window_open")
         assert (
@@ -173,7 +173,7 @@ async def test_dislocation_opens_and_closes_a_window_in_the_redis_log(
             ]
             == 1
         )
-        await wait_for(lambda: key not in exp.market.windows.open, timeout=8, what="closed")
+        await wait_for(lambda: key not in exp.state.windows.open, timeout=8, what="closed")
 
         def logged() -> list[dict[str, str]]:
             entries = [fields for _id, fields in r.xrange("windows")]
@@ -228,7 +228,7 @@ async def test_redis_outage_loses_no_window_entry(
             produced.append(dict(entry))
             original(entry, dedupe_key)
 
-        exp.market._append_log = spy  # count what the tracker hands over during the outage
+        exp.writer.append_log = spy  # type: ignore[method-assign]  # what the tracker logs
         for size in (0.02, -0.02):
             sim.dislocation("ETH", "kraken", size, 1.5)
             await asyncio.sleep(3.0)

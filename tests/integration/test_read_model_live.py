@@ -77,7 +77,7 @@ async def test_scrape_api_and_redis_agree_when_a_book_goes_stale(
     key = f"ticker:{BOOK[0]}:{BOOK[1]}"
     async with running_exporter(config) as exp, aiohttp.ClientSession() as session:
         await wait_for(lambda: all_live(exp), timeout=20, what="every book live")
-        await wait_for(lambda: list(exp.market.live_pairs(BOOK[1])), what="ETH/USD pairs")
+        await wait_for(lambda: list(exp.state.live_pairs(BOOK[1])), what="ETH/USD pairs")
         m = await scrape(session, exp)
         assert involves_book(pairs_on_metrics(m)) == involves_book(await pairs_on_api(session, exp))
         assert involves_book(pairs_on_metrics(m)), "both directions are exported while live"

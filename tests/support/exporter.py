@@ -2,7 +2,7 @@
 subprocess (to test signals and the real CLI).
 
     async with running_exporter(sim_config(sim.base_url)) as exp:
-        await wait_for(lambda: exp.market.status("binance", "BTC/USDT") == "live")
+        await wait_for(lambda: exp.state.status("binance", "BTC/USDT") == "live")
 """
 
 from __future__ import annotations
@@ -116,7 +116,7 @@ async def running_exporter(
 
 
 def all_live(exporter: Exporter) -> bool:
-    return all(exporter.market.status(ex, m) == "live" for ex, m in exporter.feed_stats)
+    return all(exporter.state.status(ex, m) == "live" for ex, m in exporter.feed_stats)
 
 
 class ExporterProcess:

@@ -37,7 +37,7 @@ def book_equals_truth(exp: Exporter, sim: SimulatorHarness, ex: str, market: str
     they change, so after deletions near the top its tail can miss levels the exchange has
     (ccxt on a real exchange behaves the same; the next snapshot heals it). Seen in a 60 s
     reconnect storm. Everything the analytics read lies well inside the top half."""
-    snap = exp.market.snapshot(ex, market)
+    snap = exp.state.snapshot(ex, market)
     if snap is None:
         return False
     n = max(1, exp.config.feeds.depth // 2)
@@ -59,11 +59,11 @@ async def freeze_and_compare(exp: Exporter, sim: SimulatorHarness, timeout: floa
                 what=f"{ex} {market} equal to ground truth",
             )
             symbol = exp.feed_stats[(ex, market)].symbol
-            if symbol in exp.market.symbols:
+            if symbol in exp.state.symbols:
                 # A depth-limited book only shrinks by deletions until the next snapshot, so
                 # a long fault leaves fewer levels (89 seen in CI after a 4 s freeze).
                 depth = exp.config.feeds.depth
-                rec = exp.market.record(ex, symbol)
+                rec = exp.state.record(ex, symbol)
                 assert rec is not None
                 copied = len(rec.snapshot.bids)
                 assert depth // 2 <= copied <= depth, f"{ex} {market}: {copied} copied levels"
@@ -73,7 +73,7 @@ async def freeze_and_compare(exp: Exporter, sim: SimulatorHarness, timeout: floa
 
 def _not_live(exp: Exporter) -> set[tuple[str, str]]:
     """(exchange, symbol) of books that are not live, conversion books mapped to users."""
-    m = exp.market
+    m = exp.state
     out = set()
     for symbol, mapping in m.symbols.items():
         for ex in mapping:
@@ -87,7 +87,7 @@ def _updated_since(exp: Exporter, key: tuple[str, str], since: float) -> bool:
     then, between two polls, even if both polls saw it down (a reconnect storm flaps books
     faster than the watchdog polls, and a scrape is rendered over several loop steps)."""
     ex, symbol = key
-    m = exp.market
+    m = exp.state
     rec = m.books.get(key)
     if rec is None or rec.snapshot.received_mono <= since:
         return False

@@ -88,7 +88,7 @@ def test_exporter_watches_its_shard_only() -> None:
     cfg = config(shard={"index": 1, "count": 3})
     ex = Exporter(cfg)
     mine = {s for s in cfg.symbols if shard_of(s, 3) == 1}
-    assert set(ex.market.symbols) == mine
+    assert set(ex.state.symbols) == mine
     watched = {st.symbol for st in ex.feed_stats.values()} - {"USDT/USD"}
     assert watched == mine
     assert ("kraken", "USDT/USD") in ex.feed_stats  # the conversion book, in every shard
