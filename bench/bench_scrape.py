@@ -96,7 +96,7 @@ async def run_size(target: int, scrapes: int) -> dict[str, Any]:
                 body, t, stall = await stall_during(sync_render)
             if kind != "plain":
                 # the value set just before the scrape is in it (bid in the canonical quote)
-                rate = syn.state.books[("kraken", sym)].rate or 1.0
+                rate = syn.state.record("kraken", sym).rate or 1.0
                 needle = f'exchange="kraken",symbol="{sym}"}} {bid * rate!r}'
                 missing += needle not in body.decode()
             runs[kind].append((t, stall, len(body)))

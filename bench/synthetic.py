@@ -108,7 +108,8 @@ class SyntheticState:
         sym = self.rng.choice(list(self.config.symbols))
         mid = 10.0 + self.rng.random() * 1000
         self.book("kraken", self.config.symbols[sym]["kraken"], mid)
-        rec = self.state.books[("kraken", sym)]
+        rec = self.state.record("kraken", sym)
+        assert rec is not None
         return "kraken", sym, rec.snapshot.bids[0][0]
 
     def series(self) -> int:

@@ -199,6 +199,11 @@ class MarketState:
             rec.snapshot if rec is not None else self._conversion.get(FeedKey((exchange, market)))
         )
 
+    def conversion_of(self, exchange: str, symbol: str) -> FeedKey | None:
+        """The conversion book a book's rate needs (None: its quote is the canonical one or
+        has a fixed rate)."""
+        return self._conv_of[BookKey((exchange, symbol))]
+
     def book_live(self, exchange: str, symbol: str, now: float | None = None) -> bool:
         """The book and the conversion book its rate needs are live."""
         now = self.clock.monotonic() if now is None else now

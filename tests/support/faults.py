@@ -88,11 +88,11 @@ def _updated_since(exp: Exporter, key: tuple[str, str], since: float) -> bool:
     faster than the watchdog polls, and a scrape is rendered over several loop steps)."""
     ex, symbol = key
     m = exp.state
-    rec = m.books.get(key)
+    rec = m.record(ex, symbol)
     if rec is None or rec.snapshot.received_mono <= since:
         return False
-    ref = m._conversion_ref(symbol, m.symbols[symbol][ex])
-    conv = m.conversion.get(ref) if ref is not None else None
+    ref = m.conversion_of(ex, symbol)
+    conv = m.snapshot(*ref) if ref is not None else None
     return ref is None or (conv is not None and conv.received_mono > since)
 
 
