@@ -542,14 +542,18 @@ def parse(data: Any, source: str = "<config>", environ: Mapping[str, str] | None
     return config
 
 
+def read_yaml(path: Path) -> Any:
+    """The parsed YAML document in ``path``; an unreadable or invalid file is a ConfigError."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError(str(path), [Problem("", f"cannot read file: {err.strerror}")]) from err
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(str(path), [Problem("", f"not valid YAML: {err}")]) from err
+
+
 def load(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as err:
-        raise ConfigError(str(p), [Problem("", f"cannot read file: {err.strerror}")]) from err
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise ConfigError(str(p), [Problem("", f"not valid YAML: {err}")]) from err
-    return parse(data, str(p), environ)
+    return parse(read_yaml(p), str(p), environ)

@@ -27,10 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from aiohttp import web
 
-from exporter.config import ConfigError, Problem
+from exporter.config import ConfigError, Problem, read_yaml
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -232,15 +231,7 @@ def parse(data: Any, source: str = "<web config>", base: Path | None = None) -> 
 
 def load(path: str | Path) -> WebConfigFile:
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as err:
-        raise ConfigError(str(p), [Problem("", f"cannot read file: {err.strerror}")]) from err
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise ConfigError(str(p), [Problem("", f"not valid YAML: {err}")]) from err
-    return parse(data, str(p), p.resolve().parent)
+    return parse(read_yaml(p), str(p), p.resolve().parent)
 
 
 @dataclass(frozen=True)
