@@ -123,6 +123,16 @@ class ExecutionConfig(_Strict):
     rebalance_cost_bps: float = Field(default=0.0, ge=0)
 
 
+class RoutesConfig(_Strict):
+    """Which routes (buy on A, sell on B) are evaluated. With E exchanges a symbol has
+    E(E-1) routes, each exported per notional: ``allow`` lists the unordered exchange pairs to
+    evaluate (both directions; empty: every pair), ``max_routes`` caps the ordered routes over
+    all symbols, so a growing config fails ``check-config`` instead of the series budget."""
+
+    allow: list[tuple[str, str]] = Field(default_factory=list)
+    max_routes: int = Field(default=2000, ge=1)
+
+
 class Reference(_Strict):
     notional: float | None = None
     band: float | None = None
@@ -219,6 +229,7 @@ class Config(_Strict):
     feeds: FeedsConfig = Field(default_factory=FeedsConfig)
     windows: WindowsConfig = Field(default_factory=WindowsConfig)
     execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
+    routes: RoutesConfig = Field(default_factory=RoutesConfig)
     redis: RedisConfig = Field(default_factory=RedisConfig)
     web: WebConfig = Field(default_factory=WebConfig)
     history: HistoryConfig = Field(default_factory=HistoryConfig)
@@ -289,6 +300,10 @@ class Config(_Strict):
         if override is not None and override.stale_after is not None:
             return override.stale_after
         return ex.stale_after if ex.stale_after is not None else self.feeds.stale_after
+
+    def routes_for(self, symbol: str) -> list[tuple[str, str]]:
+        """The symbol's evaluated routes (buy exchange, sell exchange), in config order."""
+        return routes_of(list(self.symbols[symbol]), self.routes.allow)
 
     def canonical_quote(self, symbol: str) -> str:
         return symbol.split("/")[1]
@@ -471,6 +486,50 @@ def _check_backoff(feeds: Any) -> list[Problem]:
     return []
 
 
+def routes_of(exchanges: list[str], allow: Any) -> list[tuple[str, str]]:
+    """Ordered routes between ``exchanges`` whose unordered pair is allowed (all when
+    ``allow`` is empty)."""
+    allowed = {frozenset(p) for p in allow or () if isinstance(p, list | tuple)}
+    return [
+        (a, b)
+        for a in exchanges
+        for b in exchanges
+        if a != b and (not allowed or frozenset((a, b)) in allowed)
+    ]
+
+
+def _check_routes(data: Mapping[str, Any], ex_names: list[str]) -> list[Problem]:
+    routes = data.get("routes")
+    if not isinstance(routes, Mapping):
+        routes = {}
+    problems: list[Problem] = []
+    allow = routes.get("allow") or []
+    for i, pair in enumerate(allow if isinstance(allow, list) else []):
+        if not isinstance(pair, list | tuple) or len(pair) != 2 or pair[0] == pair[1]:
+            problems.append(Problem(f"routes.allow.{i}", "must be two different exchanges"))
+            continue
+        problems += [
+            Problem(f"routes.allow.{i}", f"unknown exchange '{ex}'")
+            for ex in pair
+            if ex_names and ex not in ex_names
+        ]
+    symbols = data.get("symbols")
+    cap = routes.get("max_routes", 2000)
+    if isinstance(symbols, Mapping) and _is_num(cap):
+        total = sum(
+            len(routes_of(list(m), allow)) for m in symbols.values() if isinstance(m, Mapping)
+        )
+        if total > cap:
+            problems.append(
+                Problem(
+                    "routes.max_routes",
+                    f"{total} routes configured (E(E-1) per symbol) exceed {cap}; list the "
+                    "exchange pairs to evaluate in routes.allow, or raise the cap",
+                )
+            )
+    return problems
+
+
 def _check_shard(shard: Any) -> list[Problem]:
     if not isinstance(shard, Mapping):
         return []
@@ -491,6 +550,7 @@ def _cross_check(data: Mapping[str, Any]) -> list[Problem]:
         *_check_reference(data, ex_names),
         *_check_windows(data.get("windows")),
         *_check_backoff(data.get("feeds")),
+        *_check_routes(data, ex_names),
         *_check_shard(data.get("shard")),
     ]
 

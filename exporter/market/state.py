@@ -123,9 +123,11 @@ class MarketState:
                 self._conv_of[BookKey((ex, sym))] = ref
                 if ref is not None:
                     self._conv_users.setdefault(ref, set()).add(sym)
-        self._pair_keys = [
-            (s, a, b) for s, mp in self.symbols.items() for a in mp for b in mp if a != b
-        ]
+        # the evaluated routes (`routes.allow`; every ordered pair by default)
+        self._pair_keys = [(s, a, b) for s in self.symbols for a, b in config.routes_for(s)]
+        self._routes_of: dict[str, list[tuple[str, str]]] = {
+            s: config.routes_for(s) for s in self.symbols
+        }
         self.windows.register(self.window_keys())
         # Benchmark hook (off by default): called once the state reflects a snapshot.
         self.on_published: Callable[[BookSnapshot], None] | None = None
@@ -406,11 +408,8 @@ class MarketState:
     def _evaluate_symbol(
         self, symbol: str, changed: str | None, now_wall: float, now: float
     ) -> None:
-        mapping = self.symbols[symbol]
-        for a in mapping:
-            for b in mapping:
-                if a == b or (changed is not None and changed not in (a, b)):
-                    continue
+        for a, b in self._routes_of[symbol]:
+            if changed is None or changed in (a, b):
                 self._evaluate_pair(symbol, a, b, now_wall, now)
 
     def _leg(

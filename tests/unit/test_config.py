@@ -185,3 +185,16 @@ def test_demo_config_is_valid() -> None:
     assert c.redis.url is None
     assert set(c.exchanges) == {"binance", "kraken"}
     assert c.quote_conversion["USDT"].book is not None
+
+
+def test_routes_allow_list_and_cap_are_checked() -> None:
+    data = dict(MINIMAL, routes={"allow": [["binance", "bitstamp"], ["kraken", "kraken"]]})
+    found = problems(data)
+    assert found["routes.allow.0"] == "unknown exchange 'bitstamp'"
+    assert found["routes.allow.1"] == "must be two different exchanges"
+    many = {f"A{i}/USD": {"binance": f"A{i}/USDT", "kraken": f"A{i}/USD"} for i in range(6)}
+    found = problems(dict(MINIMAL, symbols=many, routes={"max_routes": 10}))
+    assert found["routes.max_routes"].startswith("12 routes configured")
+    assert "routes.allow" in found["routes.max_routes"]
+    ok = parse(dict(MINIMAL, symbols=many, routes={"max_routes": 12}), environ={})
+    assert ok.routes_for("A0/USD") == [("binance", "kraken"), ("kraken", "binance")]

@@ -60,11 +60,15 @@ class Harness:
         # wall time = 1.7e9 + monotonic time, as the snapshots below are stamped
         self.clock = FakeClock(wall=1.7e9 + 1000.0, mono=1000.0)
         self.log = ListSink()
+        # every configured book, then the conversion books (labelled by their own market)
         self.feeds = {
-            FeedKey(("binance", "BTC/USDT")): FeedStats("binance", "BTC/USD", "BTC/USDT"),
-            FeedKey(("kraken", "BTC/USD")): FeedStats("kraken", "BTC/USD", "BTC/USD"),
-            FeedKey(("kraken", "USDT/USD")): FeedStats("kraken", "USDT/USD", "USDT/USD"),
+            FeedKey((ex, m)): FeedStats(ex, sym, m)
+            for sym, mapping in config.symbols.items()
+            for ex, m in mapping.items()
         }
+        for ref in config.conversion_books():
+            key = FeedKey((ref.exchange, ref.market))
+            self.feeds[key] = FeedStats(ref.exchange, ref.market, ref.market)
         self.fees = fee_table(config, self.feeds)
         self.state = MarketState(config, self.feeds, self.fees, self.log, self.clock)
 

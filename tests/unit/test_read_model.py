@@ -233,3 +233,21 @@ def test_one_status_decision_and_one_fee_lookup_per_update(
     for i in range(100):
         r.h.book("binance", "BTC/USDT", 100.0 + i * 0.001, 100.5 + i * 0.001)
     assert calls == {"decide": 100, "fees": 100}
+
+
+def test_routes_allow_list_limits_the_evaluated_and_exported_routes() -> None:
+    config = make_config(
+        exchanges={"binance": {}, "kraken": {}, "okx": {}},
+        symbols={"BTC/USD": {"binance": "BTC/USDT", "kraken": "BTC/USD", "okx": "BTC/USDT"}},
+        routes={"allow": [["kraken", "okx"]]},
+    )
+    assert config.routes_for("BTC/USD") == [("kraken", "okx"), ("okx", "kraken")]
+    h = Harness(config)
+    assert h.state.pair_keys() == [("BTC/USD", "kraken", "okx"), ("BTC/USD", "okx", "kraken")]
+    assert {k[1:3] for k in h.state.window_keys()} == {("kraken", "okx"), ("okx", "kraken")}
+    scraped = scrape(h)
+    fillable = {
+        (s["buy_exchange"], s["sell_exchange"])
+        for s, _ in scraped["cryptoarb_opportunity_fillable"]
+    }
+    assert fillable == {("kraken", "okx"), ("okx", "kraken")}
