@@ -28,6 +28,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final
 
+STABLECOINS: Final = frozenset({"USDT", "USDC"})
+"""Quote assets priced in USD by their own random walk (a conversion book each)."""
+
 DEAD_HOST: Final = "127.0.0.1:9"
 """Loopback discard port: nothing listens there, connections are refused at once."""
 
@@ -82,9 +85,10 @@ def _k(
     symbol: str, mid: str, alt: str, ws: str, ids: tuple[str, str], pdec: int, price: float
 ) -> MarketSpec:
     base, quote = symbol.split("/")
-    gap = 0.00002 if base == "USDT" else 0.0001
-    notional = 50_000.0 if base == "USDT" else 20_000.0
-    min_qty = "5" if base == "USDT" else "0.0001"
+    stable = base in STABLECOINS
+    gap = 0.00002 if stable else 0.0001
+    notional = 50_000.0 if stable else 20_000.0
+    min_qty = "5" if stable else "0.0001"
     return MarketSpec(
         "kraken", symbol, mid, base, quote, ids[0], ids[1], alt, ws, pdec, 8, min_qty, "0.5",
         price, notional, gap,
@@ -99,8 +103,12 @@ SIMULATED_MARKETS: Final[tuple[MarketSpec, ...]] = (
     _k("ETH/USD", "XETHZUSD", "ETHUSD", "ETH/USD", ("XETH", "ZUSD"), 2, 3_400.0),
     _k("SOL/USD", "SOLUSD", "SOLUSD", "SOL/USD", ("SOL", "ZUSD"), 2, 190.0),
     _k("USDT/USD", "USDTZUSD", "USDTUSD", "USDT/USD", ("USDT", "ZUSD"), 5, 1.0002),
+    # A second stablecoin quote: ETH/USDC on Binance priced through Kraken's USDC/USD book.
+    _b("ETH/USDC", 2, 4, "0.0001", 3_400.0),
+    _k("USDC/USD", "USDCUSD", "USDCUSD", "USDC/USD", ("USDC", "ZUSD"), 5, 0.9999),
 )
-"""Every market the simulator serves; USDT/USD on Kraken is the conversion book."""
+"""Every market the simulator serves; USDT/USD and USDC/USD on Kraken are the conversion
+books (appended markets keep the generated books of the earlier ones for a seed)."""
 
 USDT_USD_MID: Final = 1.0002
 

@@ -28,7 +28,7 @@ from bisect import bisect_left, insort
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from exporter.simulator.endpoints import USDT_USD_MID, MarketSpec, all_markets
+from exporter.simulator.endpoints import STABLECOINS, USDT_USD_MID, MarketSpec, all_markets
 
 WINDOW_LEVELS = 30  # active window width, in mean level gaps from the touch
 Key = tuple[str, str]  # (exchange, unified symbol)
@@ -150,7 +150,7 @@ class World:
             base_prices.setdefault(spec.base, spec.base_price_usd)
         self.base_usd = base_prices
         self.walks = {
-            a: Walk(sigma=0.00001, theta=0.01) if a == "USDT" else Walk(0.00005, 0.001)
+            a: Walk(sigma=0.00001, theta=0.01) if a in STABLECOINS else Walk(0.00005, 0.001)
             for a in base_prices
         }
         self.dislocations: list[Dislocation] = []
@@ -183,8 +183,8 @@ class World:
         spec = sim.spec
         usd = self.asset_usd(spec.base) * math.exp(sim.noise.x)
         usd *= self.dislocation_factor(spec.exchange, spec.base)
-        if spec.quote == "USDT":
-            return usd / self.asset_usd("USDT")
+        if spec.quote != "USD":
+            return usd / self.asset_usd(spec.quote)  # a stablecoin quote (USDT, USDC)
         return usd
 
     def advance(self) -> None:
