@@ -20,17 +20,16 @@ combined format ``{"stream":..., "data":...}``. WebSocket-level pings are answer
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
 from typing import Any
 
 import orjson
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
-from exporter.simulator.endpoints import MarketSpec, find_market, markets_of
-from exporter.simulator.engine import Connection, Engine
+from exporter.simulator.endpoints import MarketSpec, find_market
+from exporter.simulator.engine import Connection, Engine, RestFault
 from exporter.simulator.market import BookUpdate, fmt_units
+from exporter.simulator.venue import WsVenue
 
 NAME = "binance"
 MAX_DEPTH_LIMIT = 5000
@@ -107,16 +106,16 @@ def _error(status: int, code: int, msg: str, retry_after: float | None = None) -
     return web.json_response({"code": code, "msg": msg}, status=status, headers=headers)
 
 
-class BinanceVenue:
+class BinanceVenue(WsVenue):
     """REST + WS front end over the engine's Binance books."""
 
     name = NAME
+    ws_heartbeat = 20.0
+    fault_kinds = frozenset({"sequence_gap"})
 
     def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self.markets = {m.symbol: m for m in markets_of(NAME)}
+        super().__init__(engine)
         self.by_stream = {m.market_id.lower(): m for m in self.markets.values()}
-        self.conns: set[Connection] = set()
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -124,22 +123,21 @@ class BinanceVenue:
             web.get("/binance/api/v3/time", self.time),
             web.get("/binance/api/v3/exchangeInfo", self.exchange_info),
             web.get("/binance/api/v3/depth", self.depth),
-            web.get("/binance/stream", self.websocket),
-            web.get("/binance/stream/{tail:.*}", self.websocket),
-            web.get("/binance/ws", self.websocket),
-            web.get("/binance/ws/{tail:.*}", self.websocket),
+            web.get("/binance/stream", self.serve_ws),
+            web.get("/binance/stream/{tail:.*}", self.serve_ws),
+            web.get("/binance/ws", self.serve_ws),
+            web.get("/binance/ws/{tail:.*}", self.serve_ws),
         ]
 
     # -- REST --------------------------------------------------------------------------------
 
-    def _fault(self, endpoint: str, symbol: str | None = None) -> web.Response | None:
-        snapshot_of = symbol if endpoint == "depth" else None
-        f = self.engine.rest_request(NAME, endpoint, snapshot_of)
-        if f is None:
-            return None
+    def rest_error_response(self, f: RestFault) -> web.Response:
         msgs = {429: "Too many requests; injected by simulator.", 418: "Way too many requests."}
         code = -1003 if f.status in (418, 429) else -1000
         return _error(f.status, code, msgs.get(f.status, "Injected failure."), f.retry_after)
+
+    def _fault(self, endpoint: str, symbol: str | None = None) -> web.Response | None:
+        return self.rest_fault(endpoint, symbol if endpoint == "depth" else None)
 
     async def ping(self, request: web.Request) -> web.Response:
         return self._fault("ping") or web.json_response({})
@@ -205,10 +203,8 @@ class BinanceVenue:
         conn.subs[spec.symbol] = 0
         self.engine.counters.subscribe_requests[NAME][spec.symbol] += 1
 
-    async def websocket(self, request: web.Request) -> web.StreamResponse:
-        ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=1 << 20)
-        await ws.prepare(request)
-        conn = Connection(NAME, ws, request)
+    def on_open(self, conn: Connection, request: web.Request) -> None:
+        """Streams named in the URL (``?streams=a/b`` or the last path segment) subscribe now."""
         combined = "streams" in request.query
         streams = request.query.get("streams", "").split("/") if combined else []
         streams.append(request.match_info.get("tail", "").rsplit("/", 1)[-1])
@@ -217,23 +213,8 @@ class BinanceVenue:
             if spec is not None:
                 self._subscribe(conn, spec)
         conn.combined = combined
-        self.engine.counters.ws_opened[NAME] += 1
-        self.conns.add(conn)
-        writer = asyncio.create_task(conn.writer())
-        try:
-            async for msg in ws:
-                if msg.type == WSMsgType.TEXT:
-                    self._on_text(conn, msg.data)
-                elif msg.type == WSMsgType.ERROR:
-                    break
-        finally:
-            self.conns.discard(conn)
-            writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await writer
-        return ws
 
-    def _on_text(self, conn: Connection, text: str) -> None:
+    def on_text(self, conn: Connection, text: str) -> None:
         try:
             req = orjson.loads(text)
         except orjson.JSONDecodeError:
@@ -288,15 +269,16 @@ class BinanceVenue:
         self._broadcast(spec, event)
         return True
 
-    def _broadcast(self, spec: MarketSpec, event: Any, raw: str | None = None) -> int:
-        text = raw if raw is not None else orjson.dumps(event).decode()
+    def _broadcast(self, spec: MarketSpec, event: Any) -> int:
+        """Send `event` to the subscribers of `spec`, wrapped on combined-stream sockets."""
+        text = orjson.dumps(event).decode()
         stream = f"{spec.market_id.lower()}@depth@100ms"
         wrapped: str | None = None
         n = 0
         for conn in self.conns:
             if spec.symbol not in conn.subs:
                 continue
-            if conn.combined and raw is None:
+            if conn.combined:
                 if wrapped is None:
                     wrapped = orjson.dumps({"stream": stream, "data": event}).decode()
                 conn.send(wrapped)
@@ -306,51 +288,33 @@ class BinanceVenue:
         self.engine.counters.messages_sent[NAME][spec.symbol] += n
         return n
 
-    def max_queue(self) -> int:
-        return max((c.pending() for c in self.conns), default=0)
+    def fault(self, kind: str, symbols: list[str], body: dict[str, Any]) -> int:
+        """``sequence_gap``: the next diff of each market skips ``gap`` (10) sequence numbers."""
+        gap = body.get("gap", 10)
+        if isinstance(gap, bool) or not isinstance(gap, int | float) or gap < 1:
+            raise ValueError("gap must be a number >= 1")
+        for symbol in symbols:
+            self.engine.world.skip_sequence((NAME, symbol), int(gap))
+        return len(symbols)
 
-    def reset(self) -> None:
-        """Nothing to forget: Binance faults live in the engine and the world."""
-
-    def subscribed(self, symbol: str) -> bool:
-        return any(symbol in c.subs for c in self.conns)
-
-    async def disconnect(self, symbol: str | None, abort: bool) -> int:
-        victims = [c for c in self.conns if symbol is None or symbol in c.subs]
-        for conn in victims:
-            if abort:
-                conn.abort()
-            else:
-                await conn.ws.close(code=1000, message=b"closed by simulator")
-        return len(victims)
-
-    def malformed(self, symbol: str | None, variant: str) -> int:
-        """Send one bad frame to the sockets of `symbol` (all Binance sockets if None).
-
-        variants: ``crash`` — a JSON array, which ccxt's handle_message cannot route and raises
-        on outside any try (its receive loop dies, the watch hangs); ``garbage`` — a
+    def malformed_text(self, symbol: str, variant: str) -> str | None:
+        """``crash`` (default): a JSON array, which ccxt's handle_message cannot route and
+        raises on outside any try (its receive loop dies, the watch hangs); ``garbage``: a
         depthUpdate with the right ids but non-numeric levels (ccxt rejects the watch);
-        ``not_json`` — text that is not JSON.
-        """
-        n = 0
-        for spec in self.markets.values():
-            if symbol is not None and spec.symbol != symbol:
-                continue
-            book = self.engine.world.book((NAME, spec.symbol))
-            if variant == "garbage":
-                event = {
-                    "e": "depthUpdate",
-                    "E": int(time.time() * 1000),
-                    "s": spec.market_id,
-                    "U": book.seq + 1,
-                    "u": book.seq + 1,
-                    "b": [["garbage", None]],
-                    "a": "x",
-                }
-                raw = orjson.dumps(event).decode()
-            elif variant == "not_json":
-                raw = "{not json"
-            else:
-                raw = '[{"e":null}]'
-            n += self._broadcast(spec, None, raw)
-        return n
+        ``not_json``: text that is not JSON. Sent raw, also on combined-stream sockets."""
+        if variant == "garbage":
+            spec = self.markets[symbol]
+            book = self.engine.world.book((NAME, symbol))
+            event = {
+                "e": "depthUpdate",
+                "E": int(time.time() * 1000),
+                "s": spec.market_id,
+                "U": book.seq + 1,
+                "u": book.seq + 1,
+                "b": [["garbage", None]],
+                "a": "x",
+            }
+            return orjson.dumps(event).decode()
+        if variant == "not_json":
+            return "{not json"
+        return '[{"e":null}]'

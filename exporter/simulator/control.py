@@ -74,11 +74,10 @@ from typing import Any, cast
 
 from aiohttp import web
 
-from exporter.simulator.binance import BinanceVenue
 from exporter.simulator.endpoints import EXCHANGES, find_market, markets_of
-from exporter.simulator.engine import MODES, Engine, Mode, RestFault, Venue
-from exporter.simulator.kraken import KrakenVenue, book_checksum
+from exporter.simulator.engine import MODES, Engine, Mode, RestFault
 from exporter.simulator.market import Key
+from exporter.simulator.venue import WsVenue
 
 
 class ControlError(Exception):
@@ -92,7 +91,7 @@ class _Fault:
     exchange: str
     market: Any  # as given (None: every market of the exchange)
     symbol: str | None  # its unified symbol
-    venue: Venue
+    venue: WsVenue
     body: dict[str, Any]
 
 
@@ -106,16 +105,14 @@ def _num(body: dict[str, Any], name: str, default: float | None = None) -> float
 class Control:
     """Route handlers; `engine` owns all state, the venues implement the wire faults."""
 
-    def __init__(self, engine: Engine, binance: BinanceVenue, kraken: KrakenVenue) -> None:
+    def __init__(self, engine: Engine, venues: dict[str, WsVenue]) -> None:
         self.engine = engine
-        self.binance = binance
-        self.kraken = kraken
+        self.venues = venues
+        # kinds every venue has; a venue adds its own (WsVenue.fault_kinds, WsVenue.fault)
         self._faults: dict[str, Callable[[_Fault], Awaitable[int]]] = {
             "close": self._close,
             "abort": self._abort,
-            "sequence_gap": self._sequence_gap,
             "drop_update": self._drop_update,
-            "bad_checksum": self._bad_checksum,
             "stall": self._stall,
             "malformed_frame": self._malformed_frame,
             "rest_error": self._rest_error,
@@ -264,8 +261,9 @@ class Control:
             "mid": book.mid(),
             "bids": [[book.price_str(p), book.qty_str(q)] for p, q in book.top_bids(depth)],
             "asks": [[book.price_str(p), book.qty_str(q)] for p, q in book.top_asks(depth)],
-            "checksum": book_checksum(book) if exchange == "kraken" else None,
+            "checksum": None,
         }
+        body.update(self.venues[exchange].ground_truth(symbol))
         return web.json_response(body)
 
     async def counters(self, request: web.Request) -> web.Response:
@@ -302,12 +300,17 @@ class Control:
         body = await self._body(request)
         exchange = self._exchange(body.get("exchange"))
         kind = body.get("kind")
+        venue = self.venues[exchange]
         handler = self._faults.get(kind) if isinstance(kind, str) else None
+        if handler is None and kind in venue.fault_kinds:
+            handler = self._venue_fault
         if handler is None:
-            raise ControlError(f"kind must be one of {list(self._faults)}, got {kind!r}")
+            everywhere = set(self._faults).union(*(v.fault_kinds for v in self.venues.values()))
+            if kind in everywhere:
+                raise ControlError(f"{kind} does not apply to {exchange}")
+            raise ControlError(f"kind must be one of {sorted(everywhere)}, got {kind!r}")
         market = body.get("market")
         symbol = None if market is None else self._market(exchange, market)
-        venue: Venue = self.binance if exchange == "binance" else self.kraken
         affected = await handler(_Fault(exchange, market, symbol, venue, body))
         self.engine.counters.faults[exchange][str(kind)] += 1
         return web.json_response({"ok": True, "kind": kind, "affected": affected})
@@ -320,27 +323,16 @@ class Control:
     async def _abort(self, f: _Fault) -> int:
         return await f.venue.disconnect(f.symbol, abort=True)
 
-    async def _sequence_gap(self, f: _Fault) -> int:
-        if f.exchange != "binance":
-            raise ControlError("sequence_gap applies to binance (kraken has no sequence)")
-        gap = int(_num(f.body, "gap", 10))
-        if gap < 1:
-            raise ControlError("gap must be >= 1")
-        keys = self._keys(f.exchange, f.market)
-        for key in keys:
-            self.engine.world.skip_sequence(key, gap)
-        return len(keys)
+    async def _venue_fault(self, f: _Fault) -> int:
+        symbols = [sym for _, sym in self._keys(f.exchange, f.market)]
+        try:
+            return f.venue.fault(str(f.body["kind"]), symbols, f.body)
+        except ValueError as e:
+            raise ControlError(str(e)) from e
 
     async def _drop_update(self, f: _Fault) -> int:
         keys = self._keys(f.exchange, f.market)
         self.engine.drop_next.update(keys)
-        return len(keys)
-
-    async def _bad_checksum(self, f: _Fault) -> int:
-        if f.exchange != "kraken":
-            raise ControlError("bad_checksum applies to kraken (binance has no checksum)")
-        keys = self._keys(f.exchange, f.market)
-        self.kraken.bad_checksum_next.update(sym for _, sym in keys)
         return len(keys)
 
     async def _stall(self, f: _Fault) -> int:

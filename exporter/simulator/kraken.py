@@ -28,19 +28,18 @@ WebSocket v2 at ``/kraken/v2`` (any path starting with it):
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 import zlib
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
-from exporter.simulator.endpoints import MarketSpec, find_market, markets_of
-from exporter.simulator.engine import Connection, Engine
+from exporter.simulator.endpoints import MarketSpec, find_market
+from exporter.simulator.engine import Connection, Engine, RestFault
 from exporter.simulator.market import Book, BookUpdate, Level, fmt_units
+from exporter.simulator.venue import DepthViews, WsVenue, retry_after_headers
 
 NAME = "kraken"
 DEPTHS = (10, 25, 100, 500, 1000)
@@ -97,30 +96,19 @@ def pair_info(spec: MarketSpec) -> dict[str, Any]:
     }
 
 
-@dataclass
-class _Group:
-    """Subscribers of one (symbol, depth): the book they hold, kept equal to the top `depth`."""
-
-    depth: int
-    bids: dict[int, int]
-    asks: dict[int, int]
-    conns: set[Connection] = field(default_factory=set)
-
-
 def _levels(book: Book, items: list[Level]) -> str:
     return ",".join(f'{{"price":{book.price_str(p)},"qty":{book.qty_str(q)}}}' for p, q in items)
 
 
-class KrakenVenue:
+class KrakenVenue(WsVenue):
     """REST + WS v2 front end over the engine's Kraken books."""
 
     name = NAME
+    fault_kinds = frozenset({"bad_checksum"})
 
     def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self.markets = {m.symbol: m for m in markets_of(NAME)}
-        self.conns: set[Connection] = set()
-        self.groups: dict[tuple[str, int], _Group] = {}
+        super().__init__(engine)
+        self.views = DepthViews()
         self.bad_checksum_next: set[str] = set()
 
     def routes(self) -> list[web.RouteDef]:
@@ -130,19 +118,18 @@ class KrakenVenue:
             web.get("/kraken/0/public/Assets", self.assets),
             web.get("/kraken/0/public/AssetPairs", self.asset_pairs),
             web.get("/kraken/0/public/Depth", self.depth),
-            web.get("/kraken/v2", self.websocket),
-            web.get("/kraken/v2{tail:.*}", self.websocket),
+            web.get("/kraken/v2", self.serve_ws),
+            web.get("/kraken/v2{tail:.*}", self.serve_ws),
         ]
 
     # -- REST --------------------------------------------------------------------------------
 
-    def _fault(self, endpoint: str, symbol: str | None = None) -> web.Response | None:
-        f = self.engine.rest_request(NAME, endpoint, symbol)
-        if f is None:
-            return None
+    def rest_error_response(self, f: RestFault) -> web.Response:
         msg = "EGeneral:Too many requests" if f.status == 429 else "EService:Unavailable"
-        headers = {"Retry-After": str(int(f.retry_after))} if f.retry_after is not None else None
-        return web.json_response({"error": [msg]}, status=f.status, headers=headers)
+        return web.json_response({"error": [msg]}, status=f.status, headers=retry_after_headers(f))
+
+    def _fault(self, endpoint: str, symbol: str | None = None) -> web.Response | None:
+        return self.rest_fault(endpoint, symbol)
 
     @staticmethod
     def _ok(result: Any) -> web.Response:
@@ -210,12 +197,7 @@ class KrakenVenue:
 
     # -- WebSocket ---------------------------------------------------------------------------
 
-    async def websocket(self, request: web.Request) -> web.StreamResponse:
-        ws = web.WebSocketResponse(max_msg_size=1 << 20)
-        await ws.prepare(request)
-        conn = Connection(NAME, ws, request)
-        self.engine.counters.ws_opened[NAME] += 1
-        self.conns.add(conn)
+    def on_open(self, conn: Connection, request: web.Request) -> None:
         status = {
             "channel": "status",
             "type": "update",
@@ -229,33 +211,16 @@ class KrakenVenue:
             ],
         }
         conn.send(orjson.dumps(status).decode())
-        writer = asyncio.create_task(conn.writer())
-        try:
-            async for msg in ws:
-                if msg.type == WSMsgType.TEXT:
-                    self._on_text(conn, msg.data)
-                elif msg.type == WSMsgType.ERROR:
-                    break
-        finally:
-            self._drop_conn(conn)
-            writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await writer
-        return ws
 
-    def _drop_conn(self, conn: Connection) -> None:
-        self.conns.discard(conn)
-        for symbol, depth in conn.subs.items():
-            g = self.groups.get((symbol, depth))
-            if g is not None:
-                g.conns.discard(conn)
+    def on_close(self, conn: Connection) -> None:
+        self.views.drop_conn(conn, conn.subs.items())
 
     def _reply(self, conn: Connection, body: dict[str, Any], time_in: str) -> None:
         body["time_in"] = time_in
         body["time_out"] = _iso(time.time() * 1000)
         conn.send(orjson.dumps(body).decode())
 
-    def _on_text(self, conn: Connection, text: str) -> None:
+    def on_text(self, conn: Connection, text: str) -> None:
         t_in = _iso(time.time() * 1000)
         try:
             req = orjson.loads(text)
@@ -306,9 +271,7 @@ class KrakenVenue:
             else:
                 old = conn.subs.pop(sym, None)
                 if old is not None:
-                    g = self.groups.get((sym, old))
-                    if g is not None:
-                        g.conns.discard(conn)
+                    self.views.remove(conn, sym, old)
                 self.engine.counters.unsubscribe_requests[NAME][sym] += 1
                 self._reply(conn, {**base, "result": result, "success": True}, t_in)
 
@@ -316,12 +279,7 @@ class KrakenVenue:
         c = self.engine.counters
         c.subscribe_requests[NAME][spec.symbol] += 1
         book = self.engine.world.book((NAME, spec.symbol))
-        key = (spec.symbol, depth)
-        group = self.groups.get(key)
-        if group is None:
-            group = _Group(depth, dict(book.top_bids(depth)), dict(book.top_asks(depth)))
-            self.groups[key] = group
-        group.conns.add(conn)
+        self.views.add(conn, spec.symbol, depth, book)
         conn.subs[spec.symbol] = depth
         if not snapshot:
             return
@@ -346,7 +304,7 @@ class KrakenVenue:
     # -- engine hooks ------------------------------------------------------------------------
 
     def publish(self, symbol: str, update: BookUpdate, drop: bool = False) -> bool:
-        if not any(sym == symbol for sym, _ in self.groups):
+        if not self.views.has(symbol):
             return not drop
         book = self.engine.world.book((NAME, symbol))
         if drop and not self._touches_top(symbol, update):
@@ -360,18 +318,8 @@ class KrakenVenue:
         if bad:
             checksum ^= 0x5A5A5A5A
         sent = 0
-        for depth in DEPTHS:
-            group = self.groups.get((symbol, depth))
-            if group is None:
-                continue
-            if not group.conns:
-                del self.groups[(symbol, depth)]
-                continue
-            bids = dict(book.top_bids(depth))
-            asks = dict(book.top_asks(depth))
-            d_bids = _diff(group.bids, bids, book.bids)
-            d_asks = _diff(group.asks, asks, book.asks)
-            group.bids, group.asks = bids, asks
+        for view in self.views.of(symbol, DEPTHS):
+            d_bids, d_asks = view.diff(book, explicit_out=False)
             if drop or not (d_bids or d_asks):
                 continue
             text = (
@@ -379,9 +327,9 @@ class KrakenVenue:
                 f'"bids":[{_levels(book, d_bids)}],"asks":[{_levels(book, d_asks)}],'
                 f'"checksum":{checksum},"timestamp":"{_iso(update.ts_ms)}"}}]}}'
             )
-            for conn in group.conns:
+            for conn in view.conns:
                 conn.send(text)
-            sent += len(group.conns)
+            sent += len(view.conns)
         if bad and sent:
             self.bad_checksum_next.discard(symbol)
         self.engine.counters.messages_sent[NAME][symbol] += sent
@@ -389,11 +337,11 @@ class KrakenVenue:
 
     def _touches_top(self, symbol: str, update: BookUpdate) -> bool:
         """True when the update changes a price among the top 10 levels a client held."""
-        for (sym, _depth), group in self.groups.items():
+        for (sym, _depth), view in self.views.views.items():
             if sym != symbol:
                 continue
-            old_bids = sorted(group.bids, reverse=True)[:10]
-            old_asks = sorted(group.asks)[:10]
+            old_bids = sorted(view.bids, reverse=True)[:10]
+            old_asks = sorted(view.asks)[:10]
             if not old_bids or not old_asks:
                 return True
             if any(p >= old_bids[-1] for p in update.bids) or any(
@@ -402,57 +350,29 @@ class KrakenVenue:
                 return True
         return False
 
-    def max_queue(self) -> int:
-        return max((c.pending() for c in self.conns), default=0)
-
     def reset(self) -> None:
-        """Forget the subscriber groups (views of the old books) and pending bad checksums."""
-        self.groups.clear()
+        """Forget the subscriber views (of the old books) and pending bad checksums."""
+        self.views.clear()
         self.bad_checksum_next.clear()
 
     def subscribed(self, symbol: str) -> bool:
-        return any(bool(g.conns) for (sym, _), g in self.groups.items() if sym == symbol)
+        return self.views.subscribed(symbol)
 
-    async def disconnect(self, symbol: str | None, abort: bool) -> int:
-        victims = [c for c in self.conns if symbol is None or symbol in c.subs]
-        for conn in victims:
-            if abort:
-                conn.abort()
-            else:
-                await conn.ws.close(code=1000, message=b"closed by simulator")
-        return len(victims)
+    def fault(self, kind: str, symbols: list[str], body: dict[str, Any]) -> int:
+        """``bad_checksum``: the next update of each market carries a wrong checksum."""
+        self.bad_checksum_next.update(symbols)
+        return len(symbols)
 
-    def malformed(self, symbol: str | None, variant: str) -> int:
-        """Send one bad frame to subscribers of `symbol` (all Kraken sockets if None).
+    def ground_truth(self, symbol: str) -> dict[str, Any]:
+        return {"checksum": book_checksum(self.engine.world.book((NAME, symbol)))}
 
-        ``crash`` (default): a book update whose price is a string and qty null — ccxt's
-        handle_order_book raises outside any try, killing its receive loop; ``not_json``.
-        """
-        n = 0
-        for conn in list(self.conns):
-            targets = [s for s in conn.subs if symbol is None or s == symbol]
-            if not targets:
-                continue
-            for sym in targets:
-                if variant == "not_json":
-                    conn.send("{not json")
-                else:
-                    conn.send(
-                        f'{{"channel":"book","type":"update","data":[{{"symbol":"{sym}",'
-                        '"bids":[{"price":"garbage","qty":null}],"asks":[],"checksum":0,'
-                        '"timestamp":"garbage"}]}'
-                    )
-                n += 1
-        return n
-
-
-def _diff(old: dict[int, int], new: dict[int, int], full: dict[int, int]) -> list[Level]:
-    """Levels to send so a client holding `old` (truncated to depth) ends up with `new`.
-
-    New or changed levels are sent with their qty; levels that left the view because they were
-    deleted from the book (`full`) are sent with qty 0; levels merely pushed beyond the depth
-    are not sent (the client truncates).
-    """
-    out = [(p, q) for p, q in new.items() if old.get(p) != q]
-    out += [(p, 0) for p in old if p not in new and p not in full]
-    return out
+    def malformed_text(self, symbol: str, variant: str) -> str | None:
+        """``crash`` (default): a book update whose price is a string and qty null — ccxt's
+        handle_order_book raises outside any try, killing its receive loop; ``not_json``."""
+        if variant == "not_json":
+            return "{not json"
+        return (
+            f'{{"channel":"book","type":"update","data":[{{"symbol":"{symbol}",'
+            '"bids":[{"price":"garbage","qty":null}],"asks":[],"checksum":0,'
+            '"timestamp":"garbage"}]}'
+        )

@@ -62,7 +62,7 @@ def build(
     kraken = KrakenVenue(engine)
     engine.add_venue(binance)
     engine.add_venue(kraken)
-    control = Control(engine, binance, kraken)
+    control = Control(engine, {v.name: v for v in (binance, kraken)})
     app = web.Application(middlewares=[control.errors])
     app.add_routes(binance.routes() + kraken.routes() + control.routes())
     tasks: list[asyncio.Task[None]] = []
