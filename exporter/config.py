@@ -29,6 +29,9 @@ CREDENTIAL_KEYS = frozenset(
     {"apikey", "secret", "password", "uid", "privatekey", "walletaddress", "token", "twofa"}
 )
 ENV_PREFIX = "CRYPTOARB_"
+# Venues whose USDC markets are their USD books under another name (ccxt resolves .../USDC
+# from -USD events): refused, since the book's prices are USD, not USDC.
+MERGED_USDC_BOOKS = frozenset({"coinbase"})
 
 
 class _Strict(BaseModel):
@@ -387,6 +390,15 @@ def _check_symbol_markets(
             )
         seen[ex, market] = sym
         q = market.split("/")[1]
+        if ex in MERGED_USDC_BOOKS and q == "USDC":
+            problems.append(
+                Problem(
+                    path,
+                    f"{ex} merged its USDC and USD books ({market} is the -USD book with a "
+                    "USDC label): map the USD market instead, so USDC is never priced as USD",
+                )
+            )
+            continue
         if q != canon_quote:
             quotes_needed.setdefault(q, path)
     return problems

@@ -198,3 +198,15 @@ def test_routes_allow_list_and_cap_are_checked() -> None:
     assert "routes.allow" in found["routes.max_routes"]
     ok = parse(dict(MINIMAL, symbols=many, routes={"max_routes": 12}), environ={})
     assert ok.routes_for("A0/USD") == [("binance", "kraken"), ("kraken", "binance")]
+
+
+def test_coinbase_usdc_markets_are_refused_as_merged_usd_books() -> None:
+    data = dict(
+        MINIMAL,
+        exchanges={"binance": {}, "coinbase": {}},
+        symbols={"BTC/USD": {"binance": "BTC/USDT", "coinbase": "BTC/USDC"}},
+    )
+    msg = problems(data)["symbols.BTC/USD.coinbase"]
+    assert "merged its USDC and USD books" in msg and "map the USD market" in msg
+    data["symbols"] = {"BTC/USD": {"binance": "BTC/USDT", "coinbase": "BTC/USD"}}
+    assert parse(data, environ={}).symbols["BTC/USD"]["coinbase"] == "BTC/USD"
