@@ -129,8 +129,9 @@ class Exporter:
             markets = {m: st for (e, m), st in self.feed_stats.items() if e == ex}
             if markets:
                 self.exchanges[ex] = ExchangeFeeds(
-                    ex, dict(ex_cfg.ccxt), markets, self.latency[ex], settings, events, clock
-                )
+                    ex, dict(ex_cfg.ccxt), markets, self.latency[ex], settings, events, clock,
+                    depth=ex_cfg.depth,
+                )  # fmt: skip
         self.registry.register(MarketCollector(self.state, self.latency))
         self.registry.register(IntelligenceCollector(self.intel))
         self.server = HttpServer(

@@ -49,6 +49,9 @@ class ExchangeConfig(_Strict):
     markets: dict[str, MarketOverride] = Field(default_factory=dict)
     # Withdrawal fee per base currency in base units, for execution model `transfer`.
     withdrawal_fees: dict[str, float] = Field(default_factory=dict)
+    # The limit passed to ccxt's watch_order_book (default: from the venue's watch profile,
+    # the smallest supported value >= feeds.depth); checked against the profile.
+    depth: int | None = Field(default=None, ge=1)
     ccxt: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("ccxt")
@@ -366,6 +369,24 @@ def _check_exchanges(ex_names: list[str]) -> list[Problem]:
     ]
 
 
+def _check_exchange_depths(exchanges: Any) -> list[Problem]:
+    """``exchanges.<id>.depth`` must be a depth the venue serves on public data (the watch
+    profiles in exporter/feeds/profiles.py name the allowed values)."""
+    from exporter.feeds.profiles import depth_problem
+
+    if not isinstance(exchanges, Mapping):
+        return []
+    problems: list[Problem] = []
+    for name, ex in exchanges.items():
+        depth = ex.get("depth") if isinstance(ex, Mapping) else None
+        if not isinstance(depth, int) or isinstance(depth, bool) or depth < 1:
+            continue  # pydantic reports the type
+        message = depth_problem(str(name), depth)
+        if message is not None:
+            problems.append(Problem(f"exchanges.{name}.depth", message))
+    return problems
+
+
 def _check_symbol_markets(
     sym: str,
     mapping: Mapping[Any, Any],
@@ -557,6 +578,7 @@ def _cross_check(data: Mapping[str, Any]) -> list[Problem]:
     symbol_problems, quotes_needed = _check_symbols(data.get("symbols"), ex_names)
     return [
         *_check_exchanges(ex_names),
+        *_check_exchange_depths(data.get("exchanges")),
         *symbol_problems,
         *_check_quote_conversion(data.get("quote_conversion") or {}, quotes_needed, ex_names),
         *_check_reference(data, ex_names),

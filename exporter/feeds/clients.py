@@ -5,17 +5,21 @@
 - A frame that would crash ccxt's handler (bad JSON, missing fields) is counted as
   ``malformed_frame`` and turned into a rejection of the pending watch, so the supervisor
   reconnects at once instead of hanging forever (ccxt's receive loop dies silently).
-- Kraken books are verified with the exchange's CRC32 checksum, which ccxt leaves off (and
-  crashes when turned on); a mismatch rejects the watch with ``ChecksumError``, which the
-  supervisor counts as reason ``checksum``.
+- The venue's integrity hook (:mod:`exporter.feeds.integrity`: Kraken and OKX checksums,
+  Bybit and Coinbase sequence numbers) sees every frame before ccxt applies it and every
+  book ccxt resolves before the watch returns it; a failure rejects the watch with
+  ``ChecksumError``/``InvalidNonce`` (reasons ``checksum``/``sequence_gap``), ignores the
+  client's later frames and makes every later watch of that client raise it too, so the
+  supervisor resyncs that book only.
+- Coinbase clients also subscribe the ``heartbeats`` channel on the book's connection:
+  Coinbase closes level2 subscriptions that see no update otherwise.
 
-One client class per exchange id (the ccxt.pro class under the guard mixins) is built on
+One client class per exchange id (the ccxt.pro class under the guard mixin) is built on
 first use and cached; the hooks are attributes of each client.
 """
 
 from __future__ import annotations
 
-import binascii
 import logging
 import ssl
 from collections.abc import Callable
@@ -23,9 +27,10 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import ccxt.pro
-from ccxt.base.errors import ChecksumError, NetworkError
+from ccxt.base.errors import NetworkError
 
-from exporter.feeds.guard import FrameCheck, frame_check
+from exporter.feeds.guard import FrameCheck, Rejection, frame_check
+from exporter.feeds.integrity import IntegrityHook, failure, integrity_hook
 from exporter.model import ErrorReason
 
 log = logging.getLogger(__name__)
@@ -116,59 +121,6 @@ def _share_ssl_context(client: Any) -> None:
     client.ssl_context = ctx
 
 
-def kraken_checksum_payload(asks: Any, bids: Any, price_decimals: int, qty_decimals: int) -> str:
-    """Kraken v2 checksum input: top 10 asks low->high then bids high->low, price then qty,
-    each formatted with the market precision, '.' removed, leading zeros stripped.
-
-    That text is the integer number of ticks (lots), so it is computed as one: ~3x cheaper
-    than formatting, and it runs on every Kraken message. Exact because book values come
-    from strings with at most the market's decimals, so ``x * 10**d`` is within rounding
-    error of an integer."""
-    ps, qs = 10**price_decimals, 10**qty_decimals
-    parts: list[str] = []
-    for side in (asks, bids):
-        for level in side[:10]:
-            parts.append(str(round(level[0] * ps)))
-            parts.append(str(round(level[1] * qs)))
-    return "".join(parts)
-
-
-def kraken_checksum(asks: Any, bids: Any, price_decimals: int, qty_decimals: int) -> int:
-    return binascii.crc32(
-        kraken_checksum_payload(asks, bids, price_decimals, qty_decimals).encode()
-    )
-
-
-def _decimals(precision: Any) -> int:
-    """ccxt precision (TICK_SIZE mode: 0.01) -> number of decimals (2)."""
-    if precision is None:
-        return 8
-    p = float(precision)
-    if p >= 1:
-        return 0
-    text = f"{p:.12f}".rstrip("0")
-    return len(text.split(".")[1])
-
-
-class _KrakenChecksumGate:
-    """Stands in for the ws Client while ccxt's kraken handler runs, so the checksum is
-    verified before the watch is resolved (and the bad book never reaches the exporter)."""
-
-    def __init__(self, client: Any, verify: Callable[[Any], bool], on_mismatch: Callable[[], None]):
-        self._client = client
-        self._verify = verify
-        self._on_mismatch = on_mismatch
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._client, name)
-
-    def resolve(self, result: Any, message_hash: str) -> Any:
-        if self._verify(result):
-            return self._client.resolve(result, message_hash)
-        self._on_mismatch()
-        return self._client.reject(ChecksumError("kraken book checksum mismatch"), message_hash)
-
-
 @dataclass(frozen=True)
 class ClientHooks:
     """What a guarded client reports to its supervisor, and the bounds of its frame checks."""
@@ -180,10 +132,42 @@ class ClientHooks:
     max_quantity: float = 1e12
 
 
+_INTEGRITY_REASONS = (ErrorReason.CHECKSUM, ErrorReason.SEQUENCE_GAP)
+
+
+class _BookGate:
+    """Stands in for the ws Client while ccxt's ``handle_order_book`` runs, so the integrity
+    hook sees each book ccxt built before the watch is resolved with it (a bad book never
+    reaches the exporter). Everything else is the real client's."""
+
+    def __init__(self, client: Any, exchange: _Guarded, message: Any) -> None:
+        object.__setattr__(self, "_client", client)
+        object.__setattr__(self, "_exchange", exchange)
+        object.__setattr__(self, "_message", message)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self._client, name, value)
+
+    def resolve(self, result: Any, message_hash: Any = None) -> Any:
+        exchange = self._exchange
+        if exchange._cryptoarb_failure is not None:
+            return result  # this client is being rebuilt: nothing more reaches a watch
+        hook = exchange._cryptoarb_integrity
+        if hook is not None and isinstance(result, dict) and "bids" in result and "asks" in result:
+            rejection = hook.on_book(self._message, result)
+            if rejection is not None:
+                exchange._cryptoarb_reject(self._client, rejection)
+                return result
+        return self._client.resolve(result, message_hash)
+
+
 class _Guarded(ccxt.pro.Exchange):  # type: ignore[misc]
     """Guard mixin, placed before an exchange's ccxt.pro class by :func:`_guarded_class`:
-    counts frames, checks them before ccxt applies them, and refuses to let ccxt reopen a
-    lost socket behind the supervisor's back."""
+    counts frames, checks them before ccxt applies them, runs the venue's integrity hook,
+    and refuses to let ccxt reopen a lost socket behind the supervisor's back."""
 
     _cryptoarb_exchange_id: str  # set on each class by _guarded_class
 
@@ -192,6 +176,11 @@ class _Guarded(ccxt.pro.Exchange):  # type: ignore[misc]
         self._cryptoarb_hooks = hooks
         self._cryptoarb_check: FrameCheck | None = None  # built once the markets are loaded
         self._cryptoarb_seen_urls: set[str] = set()
+        self._cryptoarb_integrity: IntegrityHook | None = integrity_hook(
+            self._cryptoarb_exchange_id, self
+        )
+        # The integrity failure every later watch of this client raises (set once).
+        self._cryptoarb_failure: Exception | None = None
 
     def client(self, url: str) -> Any:
         if url not in (self.clients or {}):
@@ -203,7 +192,19 @@ class _Guarded(ccxt.pro.Exchange):  # type: ignore[misc]
         _guard_client(c, self._cryptoarb_hooks.on_frame, self._cryptoarb_hooks.on_malformed)
         return c
 
+    async def watch_order_book(self, symbol: str, limit: Any = None, params: Any = None) -> Any:
+        """ccxt's watch, raising this client's integrity failure (also one that happened
+        while no watch was pending: ccxt would otherwise hand out the book it gave up on)."""
+        if self._cryptoarb_failure is not None:
+            raise self._cryptoarb_failure
+        book = await super().watch_order_book(symbol, limit, params or {})
+        if self._cryptoarb_failure is not None:
+            raise self._cryptoarb_failure
+        return book
+
     def handle_message(self, client: Any, message: Any) -> Any:
+        if self._cryptoarb_failure is not None:
+            return None  # being rebuilt: the book is given up, later frames change nothing
         hooks = self._cryptoarb_hooks
         check = self._cryptoarb_check
         if check is None:
@@ -212,66 +213,83 @@ class _Guarded(ccxt.pro.Exchange):  # type: ignore[misc]
             )
             check = self._cryptoarb_check = check or _no_check
         rejection = check(message)
+        if rejection is None and self._cryptoarb_integrity is not None:
+            rejection = self._cryptoarb_integrity.on_frame(message)
         if rejection is None:
             return super().handle_message(client, message)
+        self._cryptoarb_reject(client, rejection)
+        return None
+
+    def handle_order_book(self, client: Any, message: Any) -> Any:
+        hook = self._cryptoarb_integrity
+        if hook is not None and hook.checks_books:
+            client = _BookGate(client, self, message)
+        return super().handle_order_book(client, message)
+
+    def _cryptoarb_reject(self, client: Any, rejection: Rejection) -> None:
+        """Refuse a frame (or the book it built): count it, reject the pending watch."""
         reason, detail = rejection
+        if reason in _INTEGRITY_REASONS:
+            # Counted by the supervisor when the watch raises (once per client).
+            self._cryptoarb_failure = exc = failure(rejection)
+            client.reject(exc)
+            return
+        hooks = self._cryptoarb_hooks
         if hooks.on_rejected is not None:
             hooks.on_rejected(reason, detail)
         if reason is ErrorReason.UNKNOWN_SYMBOL:
-            return None  # not our book: skipping it loses nothing
+            return  # not our book: skipping it loses nothing
         exc_type = BadValueFrame if reason is ErrorReason.BAD_VALUE else MalformedFrame
         client.reject(exc_type(f"{reason}: {detail}"))
-        return None
 
 
 def _no_check(_message: Any) -> None:
     return None
 
 
-class _GuardedKraken(_Guarded):
-    """Kraken: the book checksum is verified before the watch is resolved."""
+class _GuardedCoinbase(_Guarded):
+    """Coinbase closes a level2 subscription that sees no update for a while unless the
+    connection also subscribes ``heartbeats``; ccxt has no watch for it, so the subscribe
+    message goes out on the book's connection before the first book watch."""
 
-    def handle_order_book(self, client: Any, message: dict[str, Any]) -> Any:
-        data = message.get("data") or [{}]
-        first = data[0] if isinstance(data, list) and data else {}
-        expected = first.get("checksum") if isinstance(first, dict) else None
-        symbol = first.get("symbol") if isinstance(first, dict) else None
-        if expected is None or symbol is None:
-            return super().handle_order_book(client, message)
+    _cryptoarb_heartbeats = False
 
-        def verify(book: Any) -> bool:
-            return self._kraken_book_checksum(symbol, book) == int(expected)
+    async def watch_order_book(self, symbol: str, limit: Any = None, params: Any = None) -> Any:
+        if not self._cryptoarb_heartbeats:
+            self._cryptoarb_heartbeats = True
+            if self.markets is None:
+                await self.load_markets()
+            request = {
+                "type": "subscribe",
+                "product_ids": [self.market(symbol)["id"]],
+                "channel": "heartbeats",
+            }
+            # Never resolved (ccxt's heartbeat handler resolves nothing); rejected when the
+            # client closes or fails, which _consume swallows.
+            future = self.watch(self.urls["api"]["ws"], "heartbeats", request, "heartbeats")
+            future.add_done_callback(_consume)
+        return await super().watch_order_book(symbol, limit, params)
 
-        def mismatch() -> None:
-            # Drop the book so a resubscription starts from a clean snapshot.
-            self.orderbooks.pop(symbol, None)
 
-        gate = _KrakenChecksumGate(client, verify, mismatch)
-        return super().handle_order_book(gate, message)
+def _consume(future: Any) -> None:
+    if not future.cancelled():
+        future.exception()
 
-    def _kraken_book_checksum(self, symbol: str, book: Any) -> int:
-        decimals = self.__dict__.setdefault("_cryptoarb_decimals", {})
-        pd_ad = decimals.get(symbol)
-        if pd_ad is None:  # once per symbol: this runs on every message
-            precision = self.market(symbol)["precision"]
-            pd_ad = decimals[symbol] = (
-                _decimals(precision["price"]),
-                _decimals(precision["amount"]),
-            )
-        return kraken_checksum(book["asks"], book["bids"], *pd_ad)
 
+# exchange id -> the mixin placed before its ccxt.pro class
+_MIXINS: dict[str, type[_Guarded]] = {"coinbase": _GuardedCoinbase}
 
 # exchange id -> its guarded client class
 _GUARDED_CLASSES: dict[str, type[_Guarded]] = {}
 
 
 def _guarded_class(exchange_id: str) -> type[_Guarded]:
-    """The client class of ``exchange_id``: its ccxt.pro class under the guard mixin (and the
-    Kraken checksum for ``kraken``), built on first use."""
+    """The client class of ``exchange_id``: its ccxt.pro class under the guard mixin (the
+    venue's integrity hook is chosen per client), built on first use."""
     cls = _GUARDED_CLASSES.get(exchange_id)
     if cls is None:
         base = getattr(ccxt.pro, exchange_id)
-        mixin = _GuardedKraken if exchange_id == "kraken" else _Guarded
+        mixin = _MIXINS.get(exchange_id, _Guarded)
         attrs = {"_cryptoarb_exchange_id": exchange_id}
         cls = cast(type[_Guarded], type(f"Guarded_{exchange_id}", (mixin, base), attrs))
         _GUARDED_CLASSES[exchange_id] = cls

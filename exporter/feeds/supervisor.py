@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import math
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import ccxt.pro
 from ccxt.base import errors as ccxt_errors
 
 from exporter.clock import SYSTEM_CLOCK, Clock
+from exporter.feeds import profiles
 from exporter.feeds.clients import FrameRejected, MalformedFrame, build_exchange
 from exporter.feeds.guard import SnapshotBudget, retry_after_seconds
 from exporter.feeds.stats import FeedStats, LatencyHistogram, RateLimitedLog
@@ -54,6 +56,13 @@ class FeedSettings:
     snapshots_per_minute: float = 8.0
     # Longest Retry-After honoured (a longer one is clamped, and logged).
     retry_after_max: float = 600.0
+    # The limit passed to ccxt's watch_order_book: "depth" passes ``depth``; None leaves
+    # ccxt's default. ExchangeFeeds sets it from the venue's profile (profiles.py).
+    ccxt_limit: int | Literal["depth"] | None = "depth"
+
+    @property
+    def watch_limit(self) -> int | None:
+        return self.depth if self.ccxt_limit == "depth" else self.ccxt_limit
 
 
 def classify(exc: BaseException) -> ErrorReason:
@@ -239,7 +248,7 @@ class MarketFeed:
         s = self.settings
         stats = self.stats
         while True:
-            book = await _watch_once(client, self.market, s.depth, s.watch_timeout)
+            book = await _watch_once(client, self.market, s.watch_limit, s.watch_timeout)
             poisoned = getattr(client, "cryptoarb_malformed", None)
             if poisoned is not None:
                 # A frame was skipped: the book may miss an update, so rebuild it.
@@ -275,11 +284,11 @@ class MarketFeed:
             self._sink.on_book(snap)
 
 
-async def _watch_once(client: Any, market: str, depth: int, timeout: float) -> Any:
+async def _watch_once(client: Any, market: str, limit: int | None, timeout: float) -> Any:
     """``watch_order_book`` with a timeout that never waits on ccxt: ``asyncio.wait_for``
     waits for the inner call to finish after cancelling it, and a ccxt future that ignores
     cancellation would hang the feed (and shutdown) forever."""
-    task = asyncio.ensure_future(client.watch_order_book(market, depth))
+    task = asyncio.ensure_future(client.watch_order_book(market, limit))
     try:
         done, _ = await asyncio.wait({task}, timeout=timeout)
     except BaseException:
@@ -327,7 +336,11 @@ def _consume(task: asyncio.Future[Any]) -> None:
 
 
 class ExchangeFeeds:
-    """All markets of one exchange: loads markets once, then one MarketFeed per market."""
+    """All markets of one exchange: loads markets once, then one MarketFeed per market.
+
+    The venue's watch profile (profiles.py) decides the limit passed to ccxt (``depth``
+    overrides it: ``exchanges.<id>.depth``) and the ccxt option defaults; both are logged
+    at start, and a venue outside the table is logged as unverified."""
 
     def __init__(
         self,
@@ -338,12 +351,24 @@ class ExchangeFeeds:
         settings: FeedSettings,
         sink: FeedSink,
         clock: Clock = SYSTEM_CLOCK,
+        depth: int | None = None,
     ) -> None:
         self.exchange_id = exchange_id
         self.ccxt_config = ccxt_config
         self.stats = markets  # market -> stats
         self.latency = latency
-        self.settings = settings
+        limit = profiles.ccxt_limit(exchange_id, settings.depth, depth)
+        self.settings = dataclasses.replace(settings, ccxt_limit=limit)
+        describe = profiles.describe_limit(exchange_id, settings.depth, limit)
+        if profiles.profile(exchange_id) is None:
+            log.warning("%s", describe)
+        else:
+            log.info("%s", describe)
+        if limit is not None and limit < settings.depth:
+            log.warning(
+                "%s: ccxt limit %d is below feeds.depth %d: the analytics see at most %d levels",
+                exchange_id, limit, settings.depth, limit,
+            )  # fmt: skip
         self.sink = sink
         self.clock = clock
         self.market_info: dict[str, MarketInfo] = {}
@@ -354,7 +379,7 @@ class ExchangeFeeds:
         self.gate = RestGate(clock)
 
     def _client_config(self) -> dict[str, Any]:
-        config = dict(self.ccxt_config)
+        config = profiles.client_config(self.exchange_id, self.ccxt_config)
         config.setdefault("enableRateLimit", True)
         return config
 

@@ -13,7 +13,8 @@ import certifi
 from hypothesis import given
 from hypothesis import strategies as st
 
-from exporter.feeds.clients import build_exchange, kraken_checksum, kraken_checksum_payload
+from exporter.feeds.clients import build_exchange
+from exporter.feeds.integrity import kraken_checksum, kraken_checksum_payload
 
 
 def documented(asks: list[list[float]], bids: list[list[float]], pd: int, qd: int) -> str:
