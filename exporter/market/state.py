@@ -14,7 +14,6 @@ pair. Time comes from the injected :class:`~exporter.clock.Clock`.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
@@ -25,6 +24,7 @@ from exporter.clock import SYSTEM_CLOCK, Clock
 from exporter.config import Config
 from exporter.feeds.stats import FeedStats
 from exporter.market.fees import FeeTable
+from exporter.market.status import BookStatuses
 from exporter.model import (
     BookKey,
     BookMetrics,
@@ -42,8 +42,6 @@ from exporter.model import (
 )
 
 log = logging.getLogger(__name__)
-
-_NEVER = math.inf
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,11 +89,8 @@ class MarketState:
         self._pairs: dict[PairKey, PairResult] = {}
         self._dirty: set[BookKey] = set()
         self._published: dict[BookKey, BookStatus] = {}  # status last handed to the publisher
-        # Decided status per feed and, for a live one, when it turns stale without updates.
-        self._status: dict[FeedKey, BookStatus] = {k: s.status for k, s in feeds.items()}
-        self._deadline: dict[FeedKey, float] = dict.fromkeys(feeds, _NEVER)
-        self._stale_after = {k: config.stale_after(*k) for k in feeds}
-        self._stale: set[FeedKey] = set()  # feeds counted stale (each transition counted once)
+        # decided status per feed and, for a live one, when it turns stale without updates
+        self._statuses = BookStatuses(config, feeds)
         # symbols whose conversion rate moved since their books were last evaluated, with
         # the monotonic time of the first such move
         self._rate_dirty: dict[str, float] = {}
@@ -149,16 +144,11 @@ class MarketState:
     # -- views (every reader) ------------------------------------------------------------
     def status(self, exchange: str, market: str, now: float | None = None) -> BookStatus:
         """The stored status, read against the live book's deadline (no recomputation)."""
-        feed = FeedKey((exchange, market))
-        st = self._status[feed]
-        if st is BookStatus.LIVE:
-            now = self.clock.monotonic() if now is None else now
-            if now >= self._deadline[feed]:
-                return BookStatus.STALE
-        return st
+        now = self.clock.monotonic() if now is None else now
+        return self._statuses.read(FeedKey((exchange, market)), now)
 
     def _live(self, feed: FeedKey, now: float) -> bool:
-        return self._status[feed] is BookStatus.LIVE and now < self._deadline[feed]
+        return self._statuses.live(feed, now)
 
     def _book_live(self, key: BookKey, now: float) -> bool:
         """The book and the conversion book its rate needs are live."""
@@ -277,24 +267,11 @@ class MarketState:
 
     # -- status decisions ----------------------------------------------------------------
     def _decide(self, feed: FeedKey, now: float) -> BookStatus:
-        """Effective status: the feed's own view plus staleness and frozen detection; stored
-        with the deadline of a live book."""
-        stats = self.feeds[feed]
-        st = stats.status
-        deadline = _NEVER
-        if st is BookStatus.LIVE:
-            exchange = feed[0]
-            rec = self._records.get(BookKey((exchange, stats.symbol)))
-            snap = rec.snapshot if rec is not None else self._conversion.get(feed)
-            if snap is None:
-                st = BookStatus.SYNCING
-            else:
-                deadline = snap.received_mono + self._stale_after[feed]
-                if now >= deadline or (rec is not None and self._frozen(exchange, rec, now)):
-                    st = BookStatus.STALE
-        self._status[feed] = st
-        self._deadline[feed] = deadline if st is BookStatus.LIVE else _NEVER
-        return st
+        """Decide and store a book's status (the only place it is decided)."""
+        rec = self._records.get(BookKey((feed[0], self.feeds[feed].symbol)))
+        snap = rec.snapshot if rec is not None else self._conversion.get(feed)
+        frozen = rec is not None and self._frozen(feed[0], rec, now)
+        return self._statuses.decide(feed, snap, frozen, now)
 
     def _frozen(self, exchange: str, rec: BookRecord, now: float) -> bool:
         if now - rec.changed_mono <= self.config.feeds.frozen_after:
@@ -312,7 +289,7 @@ class MarketState:
         feed = FeedKey((exchange, market))
         now = self.clock.monotonic()
         if self._decide(feed, now) is not BookStatus.LIVE:
-            self._retire(feed, self._status[feed], now, self.clock.time())
+            self._retire(feed, self._statuses.read(feed, now), now, self.clock.time())
 
     # -- updates -----------------------------------------------------------------------
     def on_book(self, snap: BookSnapshot) -> None:
@@ -346,8 +323,9 @@ class MarketState:
         last = self._conversion.get(feed)
         was_live = last is not None and self._live(feed, now)
         self._conversion[feed] = snap
-        if self._decide(feed, now) is not BookStatus.LIVE:
-            self._retire(feed, self._status[feed], now, snap.received_at)
+        st = self._decide(feed, now)
+        if st is not BookStatus.LIVE:
+            self._retire(feed, st, now, snap.received_at)
             return
         users = self._conv_users.get(feed, ())
         if last is None or not was_live:
@@ -502,7 +480,7 @@ class MarketState:
         end = wall
         rec = self._records.get(BookKey((exchange, symbol)))
         if st is BookStatus.STALE and rec is not None:
-            end = min(wall, rec.snapshot.received_at + self._stale_after[feed])
+            end = min(wall, rec.snapshot.received_at + self._statuses.stale_after[feed])
         self.windows.close_matching(
             symbol, exchange, _CLOSE_REASON.get(st, CloseReason.FEED_DOWN), end
         )
@@ -520,13 +498,9 @@ class MarketState:
         count each live -> stale (or frozen) transition once."""
         now = self.clock.monotonic()
         wall = self.clock.time()
-        for feed, stats in self.feeds.items():
+        for feed in self.feeds:
             st = self._decide(feed, now)
-            if st is BookStatus.STALE and feed not in self._stale:
-                stats.errors[ErrorReason.STALE] += 1
-                self._stale.add(feed)
-            elif st is not BookStatus.STALE:
-                self._stale.discard(feed)
+            self._statuses.count_stale(feed, st)
             if st is not BookStatus.LIVE:
                 self._retire(feed, st, now, wall)
 
