@@ -34,7 +34,7 @@ STABLECOINS: Final = frozenset({"USDT", "USDC"})
 DEAD_HOST: Final = "127.0.0.1:9"
 """Loopback discard port: nothing listens there, connections are refused at once."""
 
-EXCHANGES: Final = ("binance", "kraken")
+EXCHANGES: Final = ("binance", "kraken", "coinbase")
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +95,17 @@ def _k(
     )  # fmt: skip
 
 
+def _c(symbol: str, price: float) -> MarketSpec:
+    """A Coinbase Advanced Trade spot product (quote_increment 0.01, base_increment and
+    base_min_size 0.00000001, quote_min_size 1, as BTC-USD)."""
+    base, quote = symbol.split("/")
+    pid = f"{base}-{quote}"
+    return MarketSpec(
+        "coinbase", symbol, pid, base, quote, base, quote, pid, pid, 2, 8, "0.00000001", "1",
+        price, 25_000.0, 0.0001,
+    )  # fmt: skip
+
+
 SIMULATED_MARKETS: Final[tuple[MarketSpec, ...]] = (
     _b("BTC/USDT", 2, 5, "0.00001", 97_000.0),
     _b("ETH/USDT", 2, 4, "0.0001", 3_400.0),
@@ -106,6 +117,10 @@ SIMULATED_MARKETS: Final[tuple[MarketSpec, ...]] = (
     # A second stablecoin quote: ETH/USDC on Binance priced through Kraken's USDC/USD book.
     _b("ETH/USDC", 2, 4, "0.0001", 3_400.0),
     _k("USDC/USD", "USDCUSD", "USDCUSD", "USDC/USD", ("USDC", "ZUSD"), 5, 0.9999),
+    # Coinbase: USD books only; its -USDC products are aliases of them (coinbase.py).
+    _c("BTC/USD", 97_000.0),
+    _c("ETH/USD", 3_400.0),
+    _c("SOL/USD", 190.0),
 )
 """Every market the simulator serves; USDT/USD and USDC/USD on Kraken are the conversion
 books (appended markets keep the generated books of the earlier ones for a seed)."""
@@ -213,6 +228,16 @@ def ccxt_config(exchange: str, base_url: str) -> dict[str, Any]:
                     "ws": kws,
                 }
             },
+            "options": {"adjustForTimeDifference": False},
+        }
+    if exchange == "coinbase":
+        # ccxt has two URL keys (rest, ws). has.fetchCurrencies off skips /v2/currencies,
+        # /v2/currencies/crypto and /v2/exchange-rates; fetch_markets (options.fetchMarkets
+        # is a method name here, not a types list) then asks market/products for SPOT and,
+        # unconditionally, FUTURE (served empty).
+        return {
+            "urls": {"api": {"rest": f"{base}/coinbase", "ws": f"{ws}/coinbase/ws"}},
+            "has": {"fetchCurrencies": False},
             "options": {"adjustForTimeDifference": False},
         }
     raise ValueError(f"unknown exchange {exchange!r}; expected one of {EXCHANGES}")

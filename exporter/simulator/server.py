@@ -24,11 +24,14 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from exporter.simulator.binance import BinanceVenue
+from exporter.simulator.bybit import BybitVenue
+from exporter.simulator.coinbase import CoinbaseVenue
 from exporter.simulator.control import Control, auto_dislocations
 from exporter.simulator.endpoints import set_symbols
 from exporter.simulator.engine import MODES, Engine, Mode
 from exporter.simulator.kraken import KrakenVenue
 from exporter.simulator.market import World
+from exporter.simulator.okx import OkxVenue
 
 log = logging.getLogger("exporter.simulator")
 
@@ -41,6 +44,7 @@ class Simulator:
     engine: Engine
     binance: BinanceVenue
     kraken: KrakenVenue
+    coinbase: CoinbaseVenue
 
 
 def build(
@@ -52,6 +56,7 @@ def build(
     dislocation_duration: float = 5.0,
     symbols: int = 3,
     record_sends: bool = False,
+    coinbase_idle_timeout: float = 10.0,
 ) -> Simulator:
     """Build the app; the engine and background tasks start with the app (on_startup)."""
     set_symbols(symbols)
@@ -60,16 +65,23 @@ def build(
         engine.send_log = deque(maxlen=5_000_000)
     binance = BinanceVenue(engine)
     kraken = KrakenVenue(engine)
+    coinbase = CoinbaseVenue(engine, coinbase_idle_timeout)
     engine.add_venue(binance)
     engine.add_venue(kraken)
-    control = Control(engine, {v.name: v for v in (binance, kraken)})
+    others = (BybitVenue(engine), OkxVenue(engine))  # reached through engine.venues
+    for venue in others:
+        engine.add_venue(venue)
+    engine.add_venue(coinbase)
+    control = Control(engine, {v.name: v for v in (binance, kraken, coinbase, *others)})
     app = web.Application(middlewares=[control.errors])
-    app.add_routes(binance.routes() + kraken.routes() + control.routes())
+    app.add_routes(binance.routes() + kraken.routes() + coinbase.routes() + control.routes())
+    app.add_routes([route for venue in others for route in venue.routes()])
     tasks: list[asyncio.Task[None]] = []
 
     async def start(_: web.Application) -> None:
         tasks.append(asyncio.create_task(engine.run(), name="sim-engine"))
         tasks.append(asyncio.create_task(kraken.heartbeat_loop(), name="sim-heartbeat"))
+        tasks.append(asyncio.create_task(coinbase.run(), name="sim-coinbase"))
         if dislocation_every:
             coro = auto_dislocations(
                 engine, dislocation_every, dislocation_size, dislocation_duration
@@ -84,14 +96,14 @@ def build(
                 await t
 
     async def close_sockets(_: web.Application) -> None:
-        for conn in list(binance.conns) + list(kraken.conns):
+        for conn in [c for v in engine.venues.values() for c in v.conns]:
             with contextlib.suppress(Exception):
                 await conn.ws.close(code=1001, message=b"simulator shutting down")
 
     app.on_startup.append(start)
     app.on_shutdown.append(close_sockets)
     app.on_cleanup.append(stop)
-    return Simulator(app, engine, binance, kraken)
+    return Simulator(app, engine, binance, kraken, coinbase)
 
 
 async def serve(
@@ -106,11 +118,12 @@ async def serve(
     stop: asyncio.Event | None = None,
     symbols: int = 3,
     record_sends: bool = False,
+    coinbase_idle_timeout: float = 10.0,
 ) -> None:
     """Serve until `stop` is set (or SIGINT/SIGTERM when `stop` is None)."""
     sim = build(
         seed, rate, mode, dislocation_every, dislocation_size, dislocation_duration,
-        symbols, record_sends,
+        symbols, record_sends, coinbase_idle_timeout,
     )  # fmt: skip
     runner = web.AppRunner(sim.app, handle_signals=False, access_log=None)
     await runner.setup()
@@ -140,7 +153,7 @@ async def serve(
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m exporter.simulator",
-        description="Fake Binance spot + Kraken spot (WS v2) exchanges for ccxt.pro.",
+        description="Fake Binance, Kraken (WS v2) and Coinbase spot exchanges for ccxt.pro.",
     )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0, help="0 = pick a free port")
@@ -157,6 +170,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--record-sends", action="store_true",
         help="log each update's publish time for GET /control/sends (latency benchmarks)",
+    )  # fmt: skip
+    p.add_argument(
+        "--coinbase-idle-timeout", type=float, default=10.0, metavar="SECONDS",
+        help="close a Coinbase socket whose level2 subscription saw no update for this long "
+        "unless it subscribed heartbeats (0 = never)",
     )  # fmt: skip
     p.add_argument("--log-level", default="WARNING")
     args = p.parse_args(argv)
@@ -179,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         args.dislocation_duration,
         symbols=args.symbols,
         record_sends=args.record_sends,
+        coinbase_idle_timeout=args.coinbase_idle_timeout,
     )
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(coro)
