@@ -63,7 +63,7 @@ class WatchProfile:
         """The depth values allowed on public data, as shown in messages and docs."""
         if self.depth_range is not None:
             return f"{self.depth_range[0]}-{self.depth_range[1]}"
-        return _runs(self.depths)
+        return _runs(self.depths, self.channel_of)
 
     def accepts(self, limit: int) -> bool:
         if self.depth_range is not None:
@@ -71,18 +71,20 @@ class WatchProfile:
         return limit in self.depths
 
 
-def _runs(values: tuple[int, ...]) -> str:
-    """(1, 2, 3, 4, 5, 400) -> "1, 2-5, 400" (a run of 2 stays "1, 2")."""
+def _runs(values: tuple[int, ...], key: Callable[[int], str]) -> str:
+    """Consecutive values with the same ``key`` (channel) as one run: OKX (1, 2, 3, 4, 5,
+    400) -> "1, 2-5, 400" (1 is bbo-tbt, 2-5 books5)."""
     out: list[str] = []
     i = 0
     while i < len(values):
         j = i
-        while j + 1 < len(values) and values[j + 1] == values[j] + 1:
+        while (
+            j + 1 < len(values)
+            and values[j + 1] == values[j] + 1
+            and key(values[j + 1]) == key(values[i])
+        ):
             j += 1
-        if j - i >= 2:
-            out.append(f"{values[i]}-{values[j]}")
-        else:
-            out.extend(str(v) for v in values[i : j + 1])
+        out.append(str(values[i]) if i == j else f"{values[i]}-{values[j]}")
         i = j + 1
     return ", ".join(out)
 
