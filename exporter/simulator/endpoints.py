@@ -12,7 +12,7 @@ Merge semantics: ccxt's constructor computes ``deep_extend(self.describe(), conf
 dicts merge key by key (a key absent from ``config`` keeps ccxt's default, e.g. the real
 ``https://api.binance.com/...`` URLs); any other value (str, list, number) replaces the default
 outright. Therefore the mapping below lists *every* REST and WebSocket URL key ccxt 4.5.90 has
-under ``urls.api`` for the two exchanges: the ones the simulator serves point at it, all others
+under ``urls.api`` for each exchange: the ones the simulator serves point at it, all others
 point at a dead loopback port (``127.0.0.1:9``), so a code path we did not anticipate fails
 fast with a connection error instead of reaching the real exchange. ``options`` merge the same
 way: ``fetchMarkets.types`` replaces ccxt's list ``[spot, linear, inverse]`` (else Binance would
@@ -34,7 +34,7 @@ STABLECOINS: Final = frozenset({"USDT", "USDC"})
 DEAD_HOST: Final = "127.0.0.1:9"
 """Loopback discard port: nothing listens there, connections are refused at once."""
 
-EXCHANGES: Final = ("binance", "kraken", "coinbase")
+EXCHANGES: Final = ("binance", "kraken", "bybit", "okx", "coinbase")
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +95,24 @@ def _k(
     )  # fmt: skip
 
 
+def _v(
+    exchange: str,
+    symbol: str,
+    mid: str,
+    pdec: int,
+    qdec: int,
+    min_qty: str,
+    min_cost: str,
+    price: float,
+) -> MarketSpec:
+    """A market of a venue whose ids need no Kraken-style aliases (Bybit, OKX)."""
+    base, quote = symbol.split("/")
+    return MarketSpec(
+        exchange, symbol, mid, base, quote, base, quote, mid, symbol, pdec, qdec, min_qty,
+        min_cost, price, 25_000.0, 0.0001,
+    )  # fmt: skip
+
+
 def _c(symbol: str, price: float) -> MarketSpec:
     """A Coinbase Advanced Trade spot product (quote_increment 0.01, base_increment and
     base_min_size 0.00000001, quote_min_size 1, as BTC-USD)."""
@@ -117,6 +135,14 @@ SIMULATED_MARKETS: Final[tuple[MarketSpec, ...]] = (
     # A second stablecoin quote: ETH/USDC on Binance priced through Kraken's USDC/USD book.
     _b("ETH/USDC", 2, 4, "0.0001", 3_400.0),
     _k("USDC/USD", "USDCUSD", "USDCUSD", "USDC/USD", ("USDC", "ZUSD"), 5, 0.9999),
+    # Bybit v5 spot (tickSize, basePrecision, minOrderQty, minOrderAmt) and OKX v5 spot
+    # (tickSz, lotSz, minSz; OKX has no minimum cost: "0").
+    _v("bybit", "BTC/USDT", "BTCUSDT", 2, 6, "0.000048", "1", 97_000.0),
+    _v("bybit", "ETH/USDT", "ETHUSDT", 2, 5, "0.00062", "1", 3_400.0),
+    _v("bybit", "SOL/USDT", "SOLUSDT", 2, 3, "0.011", "1", 190.0),
+    _v("okx", "BTC/USDT", "BTC-USDT", 1, 8, "0.00001", "0", 97_000.0),
+    _v("okx", "ETH/USDT", "ETH-USDT", 2, 6, "0.0001", "0", 3_400.0),
+    _v("okx", "SOL/USDT", "SOL-USDT", 2, 6, "0.001", "0", 190.0),
     # Coinbase: USD books only; its -USDC products are aliases of them (coinbase.py).
     _c("BTC/USD", 97_000.0),
     _c("ETH/USD", 3_400.0),
@@ -229,6 +255,33 @@ def ccxt_config(exchange: str, base_url: str) -> dict[str, Any]:
                 }
             },
             "options": {"adjustForTimeDifference": False},
+        }
+    if exchange == "bybit":
+        # REST: ccxt joins urls.api[<api>] + "/" + path ("v5/market/instruments-info"); the
+        # spot WS URL must contain "spot" (ccxt derives the market type from it).
+        api = {k: _dead(f"bybit/{k}") for k in ("spot", "futures", "v2", "private")}
+        api["public"] = f"{base}/bybit"
+        api["ws"] = {
+            "public": {
+                "spot": f"{ws}/bybit/v5/public/spot",
+                **{k: _dead(f"bybit/v5/public/{k}", "ws") for k in ("inverse", "option", "linear")},
+            },
+            "private": {
+                "spot": {
+                    "unified": _dead("bybit/v5/private", "ws"),
+                    "nonUnified": _dead("bybit/spot/private/v3", "ws"),
+                },
+                "contract": _dead("bybit/v5/private", "ws"),
+                "usdc": _dead("bybit/trade/option/usdc/private/v1", "ws"),
+                "trade": _dead("bybit/v5/trade", "ws"),
+            },
+        }
+        return {"urls": {"api": api}, "options": {"fetchMarkets": {"types": ["spot"]}}}
+    if exchange == "okx":
+        # REST: urls.api.rest + "/api/v5/" + path; WS: urls.api.ws + "/public" (books).
+        return {
+            "urls": {"api": {"rest": f"{base}/okx", "ws": f"{ws}/okx/ws/v5"}},
+            "options": {"fetchMarkets": {"types": ["spot"]}},
         }
     if exchange == "coinbase":
         # ccxt has two URL keys (rest, ws). has.fetchCurrencies off skips /v2/currencies,

@@ -155,9 +155,15 @@ class World:
         }
         self.dislocations: list[Dislocation] = []
         self.sims: dict[Key, _Sim] = {}
-        for i, spec in enumerate(all_markets()):
+        indexed = 0
+        for spec in all_markets():
             gap = max(1, round(spec.base_price_usd * spec.level_gap_fraction / spec.tick))
-            sim = _Sim(spec, Book(spec), Walk(0.00002, 0.05), gap, random.Random(seed * 1000 + i))
+            if spec.exchange in ("binance", "kraken"):  # seeded by position, as they always were
+                rng = random.Random(seed * 1000 + indexed)
+                indexed += 1
+            else:  # later venues: by identity, so no market list changes another's book
+                rng = random.Random(f"{seed}/{spec.exchange}/{spec.symbol}")
+            sim = _Sim(spec, Book(spec), Walk(0.00002, 0.05), gap, rng)
             self.sims[(spec.exchange, spec.symbol)] = sim
             self._populate(sim, levels)
             m = self.fair((spec.exchange, spec.symbol)) / spec.tick
