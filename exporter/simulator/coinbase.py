@@ -147,6 +147,7 @@ class _Socket:
     heartbeats: bool = False
     heartbeat_counter: int = 0
     last_l2: float = 0.0  # monotonic time of the last l2_data message sent
+    idle_closed: bool = False
 
 
 class CoinbaseVenue(WsVenue):
@@ -447,7 +448,7 @@ class CoinbaseVenue(WsVenue):
         idle = []
         for conn in list(self.conns):
             state = self.sockets.get(conn)
-            if state is None or state.heartbeats or not conn.subs or conn.ws.closed:
+            if state is None or state.heartbeats or state.idle_closed or not conn.subs:
                 continue
             if state.last_l2 <= deadline:
                 idle.append(conn)
@@ -455,7 +456,7 @@ class CoinbaseVenue(WsVenue):
             return
         self.engine.counters.faults[NAME]["idle_closed"] += len(idle)
         for conn in idle:
-            self.sockets.pop(conn, None)  # not idle-closed twice while closing
+            self.sockets[conn].idle_closed = True  # not twice while the close handshake runs
 
         async def close(conn: Connection) -> None:
             with contextlib.suppress(Exception):
