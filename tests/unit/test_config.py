@@ -183,7 +183,8 @@ def test_demo_config_is_valid() -> None:
 
     c = demo_config("http://127.0.0.1:1", None, None)
     assert c.redis.url is None
-    assert set(c.exchanges) == {"binance", "kraken"}
+    assert set(c.exchanges) == {"binance", "kraken", "bybit", "okx", "coinbase"}
+    assert all(len(mapping) == 5 for mapping in c.symbols.values())
     assert c.quote_conversion["USDT"].book is not None
 
 
