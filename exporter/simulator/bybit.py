@@ -5,7 +5,8 @@ quoteCoin, status, lotSizeFilter {basePrecision, quotePrecision, minOrderQty, ma
 minOrderAmt, maxOrderAmt}, priceFilter {tickSize}: what ccxt's fetch_spot_markets parses),
 ``GET /v5/market/time``, ``GET /v5/market/orderbook?category=spot&symbol=&limit=`` (1..200).
 Answers are ``{"retCode":0,"retMsg":"OK","result":...,"retExtInfo":{},"time":ms}``; an injected
-error answers its HTTP status with retCode 10006 "Too many visits!" (429) or 10016.
+error answers its HTTP status with retCode 10006 "Too many visits!" (429), 10016 (other 4xx)
+or a plain-text gateway page (5xx).
 
 WebSocket at ``/bybit/v5/public/spot`` (ccxt tells spot from contract by "spot" in the URL):
 
@@ -111,9 +112,14 @@ class BybitVenue(WsVenue):
         return web.json_response(body, status=status)
 
     def rest_error_response(self, f: RestFault) -> web.Response:
+        """429: retCode 10006 (ccxt: RateLimitExceeded); other 4xx: 10016; 5xx: the gateway's
+        plain-text page, as Bybit's edge answers (ccxt maps the HTTP status)."""
+        headers = retry_after_headers(f)
+        if f.status >= 500:
+            return web.Response(text="Service Unavailable", status=f.status, headers=headers)
         code, msg = (10006, "Too many visits!") if f.status == 429 else (10016, "Server error.")
         body = {"retCode": code, "retMsg": msg, "result": {}, "retExtInfo": {}}
-        return web.json_response(body, status=f.status, headers=retry_after_headers(f))
+        return web.json_response(body, status=f.status, headers=headers)
 
     async def instruments_info(self, request: web.Request) -> web.Response:
         err = self.rest_fault("instruments-info")
