@@ -1,6 +1,7 @@
 """HTTP control API of the exchange simulator (JSON in, JSON out, under ``/control/``).
 
-Markets are named by exchange (``binance`` | ``kraken``) and ccxt unified symbol
+Markets are named by exchange (``endpoints.EXCHANGES``: ``binance``, ``kraken``, ``bybit``,
+``okx``...) and ccxt unified symbol
 (``BTC/USDT``, ``BTC/USD``, ``USDT/USD``...; exchange ids such as ``BTCUSDT``/``XBTUSD`` work
 too). In a path, write the symbol URL-encoded (``BTC%2FUSDT``) or plain; or use ``?market=``.
 Errors answer HTTP 400/404 with ``{"error": "..."}``.
@@ -14,8 +15,10 @@ Read:
 - ``GET /control/book/{exchange}/{market}?depth=100`` (or ``/control/book/{exchange}?market=``)
   -> ground truth ``{"exchange","market","sequence","timestamp_ms","frozen","mid",
   "bids":[["price","qty"],...] (high -> low),"asks":[...] (low -> high),"checksum"}``; prices
-  and quantities are exact decimal strings; ``checksum`` (Kraken only) is the v2 CRC32 of the
-  top 10 levels; ``depth`` 1..5000 (default 100).
+  and quantities are exact decimal strings; ``checksum`` is Kraken's v2 CRC32 of the top 10
+  levels or OKX's CRC32 of the top 25 (else null); venues add their wire sequence fields
+  (``WsVenue.ground_truth``: Bybit ``u`` per subscribed depth and ``seq``, OKX ``seqId``);
+  ``depth`` 1..5000 (default 100).
 - ``GET /control/counters`` -> ``rest_requests[exchange][endpoint]``,
   ``depth_snapshots[exchange][market]`` (Binance REST depth requests; Kraken REST Depth
   requests + WS snapshots sent), ``rest_errors_injected``, ``ws_connections[exchange]``
@@ -37,9 +40,12 @@ Write (POST, JSON body; every answer has ``"ok": true``):
   ``close`` (close frame 1000 to the sockets subscribed to market, or all sockets),
   ``abort`` (TCP abort, no close frame), ``sequence_gap`` (Binance: the next diff skips
   ``gap`` sequence numbers, default 10), ``drop_update`` (the next step changes the ground
-  truth but is not sent; Binance: also a sequence gap), ``bad_checksum`` (Kraken: the next
-  update carries a wrong checksum), ``stall`` (no book changes or data for ``seconds``, default
-  5; pings still answered), ``malformed_frame`` (one bad frame; ``variant``: ``crash``
+  truth but is not sent; Binance: also a sequence gap), ``bad_checksum`` (Kraken, OKX: the next
+  update carries a wrong checksum), ``corrupt_level`` (OKX: the next update carries one wrong
+  size under the true book's checksum); ``sequence_gap`` and drops per venue: Bybit ``u``,
+  OKX ``prevSeqId``, Coinbase ``sequence_num`` (see the venue modules), ``stall`` (no book
+  changes or data for ``seconds``, default 5; pings still answered), ``malformed_frame``
+  (one bad frame; ``variant``: ``crash``
   (default), ``garbage`` (Binance), ``not_json``), ``rest_error`` (next ``count`` (1) REST
   requests of ``endpoint`` (``depth``, ``exchangeInfo``, ``Assets``, ``AssetPairs``,
   ``Depth``... or ``*``) answer HTTP ``status`` (429) with optional ``retry_after`` seconds),
