@@ -117,6 +117,97 @@ def check_kraken(
     return None
 
 
+def _check_sides(
+    item: Mapping[str, Any], sides: tuple[str, str], max_price: float, max_qty: float
+) -> Rejection | None:
+    for side in sides:
+        rejection = _check_levels(item.get(side, []), False, max_price, max_qty)
+        if rejection is not None:
+            return rejection
+    return None
+
+
+def check_bybit(
+    message: Any, known_ids: Collection[str], max_price: float, max_qty: float
+) -> Rejection | None:
+    """A Bybit v5 ``orderbook.{depth}.{symbol}`` snapshot or delta."""
+    if not isinstance(message, Mapping):
+        return ErrorReason.MALFORMED_FRAME, f"frame is a {type(message).__name__}"
+    topic = message.get("topic")
+    if not isinstance(topic, str) or not topic.startswith("orderbook."):
+        return None  # op answers, pongs and other topics: ccxt's business
+    data = message.get("data")
+    if not isinstance(data, Mapping) or not isinstance(data.get("s"), str):
+        return ErrorReason.MALFORMED_FRAME, "orderbook frame without data.s"
+    if not isinstance(data.get("u"), int) or isinstance(data.get("u"), bool):
+        return ErrorReason.MALFORMED_FRAME, "orderbook frame with a non-integer u"
+    if data["s"] not in known_ids:
+        return ErrorReason.UNKNOWN_SYMBOL, f"unknown symbol {data['s'][:32]!r}"
+    return _check_sides(data, ("b", "a"), max_price, max_qty)
+
+
+def check_okx(
+    message: Any, known_ids: Collection[str], max_price: float, max_qty: float
+) -> Rejection | None:
+    """An OKX v5 order-book push (``books``, ``books5``, ``bbo-tbt``, ...)."""
+    if not isinstance(message, Mapping):
+        return None  # OKX answers a text ping with the text "pong"
+    arg = message.get("arg")
+    if not isinstance(arg, Mapping) or not str(arg.get("channel", "")).startswith(("books", "bbo")):
+        return None
+    if "event" in message:
+        return None  # subscribe / unsubscribe answers
+    if arg.get("instId") not in known_ids:
+        return ErrorReason.UNKNOWN_SYMBOL, f"unknown instrument {str(arg.get('instId'))[:32]!r}"
+    data = message.get("data")
+    if not isinstance(data, list) or not data:
+        return ErrorReason.MALFORMED_FRAME, "book push without data"
+    for item in data:
+        if not isinstance(item, Mapping):
+            return ErrorReason.MALFORMED_FRAME, "book item is not an object"
+        rejection = _check_sides(item, ("bids", "asks"), max_price, max_qty)
+        if rejection is not None:
+            return rejection
+    return None
+
+
+def check_coinbase(
+    message: Any, known_ids: Collection[str], max_price: float, max_qty: float
+) -> Rejection | None:
+    """A Coinbase Advanced Trade ``l2_data`` message (snapshot and update events)."""
+    if not isinstance(message, Mapping):
+        return ErrorReason.MALFORMED_FRAME, f"frame is a {type(message).__name__}"
+    if message.get("channel") != "l2_data":
+        return None
+    events = message.get("events")
+    if not isinstance(events, list):
+        return ErrorReason.MALFORMED_FRAME, "l2_data without an events list"
+    for event in events:
+        if not isinstance(event, Mapping) or not isinstance(event.get("updates"), list):
+            return ErrorReason.MALFORMED_FRAME, "l2_data event without updates"
+        if event.get("product_id") not in known_ids:
+            return (
+                ErrorReason.UNKNOWN_SYMBOL,
+                f"unknown product {str(event.get('product_id'))[:32]!r}",
+            )
+        for update in event["updates"]:
+            if not isinstance(update, Mapping) or update.get("side") not in ("bid", "offer"):
+                return ErrorReason.MALFORMED_FRAME, f"bad update {str(update)[:64]}"
+            rejection = _bad_number(update.get("price_level"), max_price, allow_zero=False)
+            if rejection is None:
+                rejection = _bad_number(update.get("new_quantity"), max_qty, allow_zero=True)
+            if rejection is not None:
+                return rejection
+    return None
+
+
+_CHECKS = {
+    "binance": check_binance,
+    "bybit": check_bybit,
+    "okx": check_okx,
+    "coinbase": check_coinbase,
+}
+
 FrameCheck = Callable[[Any], Rejection | None]
 
 
@@ -124,9 +215,10 @@ def frame_check(
     exchange_id: str, exchange: Any, max_price: float, max_qty: float
 ) -> FrameCheck | None:
     """The checker for ``exchange_id`` bound to its loaded markets (None: no checks known)."""
-    if exchange_id == "binance":
+    check = _CHECKS.get(exchange_id)
+    if check is not None:  # these venues name markets by exchange id in their frames
         ids = exchange.markets_by_id or {}
-        return lambda m: check_binance(m, ids, max_price, max_qty)
+        return lambda m: check(m, ids, max_price, max_qty)
     if exchange_id == "kraken":
         symbols = exchange.markets or {}
         return lambda m: check_kraken(m, symbols, max_price, max_qty)
