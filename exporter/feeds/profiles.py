@@ -56,8 +56,10 @@ class WatchProfile:
     # the cap ccxt itself knows of.
     subscriptions_per_connection: int = 1
     connection_cap: str = ""
-    # Exporter defaults for the ccxt constructor's ``options`` (merged under the user's).
+    # Exporter defaults for the ccxt constructor's ``options`` and ``has`` (merged under the
+    # user's ``exchanges.<id>.ccxt``).
     ccxt_options: Mapping[str, Any] = field(default_factory=dict)
+    ccxt_has: Mapping[str, bool] = field(default_factory=dict)
 
     def allowed_text(self) -> str:
         """The depth values allowed on public data, as shown in messages and docs."""
@@ -173,6 +175,10 @@ PROFILES: Mapping[str, WatchProfile] = {
         checksum=None,
         sequence="sequence_num + 1 per connection, every channel (exporter; ccxt ignores it)",
         snapshot="WS snapshot in band (the subscribe answer)",
+        # load_markets would also fetch /v2/currencies, /v2/currencies/crypto and
+        # /v2/exchange-rates, which the exporter never reads; the FUTURE product list is
+        # fetched whatever the options (its errors are ignored by ccxt).
+        ccxt_has={"fetchCurrencies": False},
     ),
 }
 
@@ -241,8 +247,12 @@ def _deep_merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def client_config(exchange_id: str, config: Mapping[str, Any]) -> dict[str, Any]:
-    """The ccxt constructor config: the profile's option defaults under ``config``."""
+    """The ccxt constructor config: the profile's ``options`` and ``has`` defaults under
+    ``config``."""
     p = PROFILES.get(exchange_id)
-    if p is None or not p.ccxt_options:
-        return dict(config)
-    return _deep_merge({"options": copy.deepcopy(dict(p.ccxt_options))}, config)
+    defaults: dict[str, Any] = {}
+    if p is not None and p.ccxt_options:
+        defaults["options"] = copy.deepcopy(dict(p.ccxt_options))
+    if p is not None and p.ccxt_has:
+        defaults["has"] = dict(p.ccxt_has)
+    return _deep_merge(defaults, config) if defaults else dict(config)

@@ -185,3 +185,30 @@ async def test_every_fault_kind_is_detected_and_recovered(
                 raise AssertionError(f"{venue} {kind}: never detected")
             await recover(exp, sim, f"{venue} {kind}", t0, timeout=20)
         await freeze_and_compare(exp, sim)
+
+
+async def test_load_markets_stays_on_spot_with_the_exporters_own_defaults(
+    sim: SimulatorHarness,
+) -> None:
+    """Only the simulator's URLs are given (no ccxt options): the watch profiles' defaults
+    alone keep every venue's load_markets to its spot listing."""
+    config = five_venue_config(sim.base_url)
+    data = config.model_dump()
+    for ex, ex_cfg in data["exchanges"].items():
+        ex_cfg["ccxt"] = {"urls": ccxt_config(ex, sim.base_url)["urls"]}
+        if ex == "kraken":
+            ex_cfg["ccxt"]["rateLimit"] = 50
+    sim.post("/control/counters/reset")
+    async with running_exporter(parse(data, "urls only", environ={})) as exp:
+        await wait_for(lambda: all_live(exp), timeout=30, what="all five venues live")
+        rest = sim.counters()["rest_requests"]
+    listing = {  # endpoint -> calls: one load_markets per venue
+        ex: {k: v for k, v in calls.items() if k not in ("depth",)} for ex, calls in rest.items()
+    }
+    assert listing == {
+        "binance": {"exchangeInfo": 1},
+        "kraken": {"Assets": 1, "AssetPairs": 1},
+        "bybit": {"instruments-info": 1},
+        "okx": {"instruments": 1},
+        "coinbase": {"market/products": 1, "market/products:FUTURE": 1},
+    }
