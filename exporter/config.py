@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import copy
 import os
+import re
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -221,8 +223,40 @@ class WebhookConfig(_Strict):
 
 
 class ShardConfig(_Strict):
+    """This process's shard: ``index`` in ``0..count-1`` (``auto`` in the file or the
+    environment: the ordinal suffix of the hostname, ``arb-exporter-2`` -> 2, resolved by
+    :func:`parse`)."""
+
     index: int = Field(default=0, ge=0)
     count: int = Field(default=1, ge=1)
+
+
+_ORDINAL = re.compile(r"-(\d+)$")
+
+
+def hostname_ordinal(hostname: str) -> int | None:
+    """The ordinal suffix of a StatefulSet pod name (``arb-exporter-2`` -> 2), else None."""
+    match = _ORDINAL.search(hostname.strip())
+    return int(match.group(1)) if match else None
+
+
+def _resolve_shard_index(data: dict[str, Any], environ: Mapping[str, str]) -> list[Problem]:
+    """``shard.index: auto`` -> the hostname's ordinal ($HOSTNAME, else gethostname())."""
+    shard = data.get("shard")
+    if not isinstance(shard, dict) or str(shard.get("index")).lower() != "auto":
+        return []
+    hostname = environ.get("HOSTNAME") or socket.gethostname()
+    ordinal = hostname_ordinal(hostname)
+    if ordinal is None:
+        return [
+            Problem(
+                "shard.index",
+                f"`auto` needs a hostname ending in -<ordinal> (e.g. arb-exporter-2, a "
+                f"StatefulSet pod), got {hostname!r}; set shard.index to a number instead",
+            )
+        ]
+    shard["index"] = ordinal
+    return []
 
 
 class Config(_Strict):
@@ -624,7 +658,9 @@ def parse(data: Any, source: str = "<config>", environ: Mapping[str, str] | None
     if not isinstance(data, dict):
         raise ConfigError(source, [Problem("", "the top level must be a mapping")])
     data = copy.deepcopy(data)
-    problems = apply_env(data, os.environ if environ is None else environ)
+    environ = os.environ if environ is None else environ
+    problems = apply_env(data, environ)
+    problems += _resolve_shard_index(data, environ)
     config: Config | None = None
     try:
         config = Config.model_validate(data)

@@ -1,7 +1,9 @@
-"""Shard assignment: stable across processes, a partition of the symbols, applied in config."""
+"""Shard assignment: stable across processes, a partition of the symbols, minimal movement on
+resize (rendezvous hashing), applied in config (``shard.index: auto`` from the hostname)."""
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import sys
 import zlib
@@ -11,17 +13,41 @@ import pytest
 
 from exporter.app import Exporter
 from exporter.config import ConfigError, parse
-from exporter.sharding import apply_shard, select, shard_of
+from exporter.sharding import apply_shard, hostname_ordinal, select, shard_of, weight
 
 SYMBOLS = [f"S{i}/USD" for i in range(500)] + ["BTC/USD", "ETH/USD", "SOL/USD"]
 
 
 def test_assignment_is_pinned() -> None:
-    # CRC32 of the UTF-8 symbol: these values must never change between releases.
-    assert zlib.crc32(b"BTC/USD") == 0xB4B50B7B
-    assert [shard_of(s, 2) for s in ("BTC/USD", "ETH/USD", "SOL/USD")] == [1, 0, 0]
-    assert [shard_of(s, 3) for s in ("BTC/USD", "ETH/USD", "SOL/USD")] == [0, 0, 0]
+    # blake2b (8 bytes) of "symbol|index": these values must never change between releases.
+    digest = hashlib.blake2b(b"BTC/USD|0", digest_size=8).digest()
+    assert weight("BTC/USD", 0) == int.from_bytes(digest, "big")
+    assert [shard_of(s, 2) for s in ("BTC/USD", "ETH/USD", "SOL/USD")] == [0, 0, 1]
+    assert [shard_of(s, 3) for s in ("BTC/USD", "ETH/USD", "SOL/USD")] == [0, 2, 1]
     assert shard_of("BTC/USD", 1) == 0
+
+
+RESIZE_SYMBOLS = [f"SYM{i}/USD" for i in range(1000)]
+
+
+@pytest.mark.parametrize("n", range(2, 9))
+def test_growing_by_one_shard_moves_about_one_in_n_plus_one(n: int) -> None:
+    before = {s: shard_of(s, n) for s in RESIZE_SYMBOLS}
+    after = {s: shard_of(s, n + 1) for s in RESIZE_SYMBOLS}
+    moved = [s for s in RESIZE_SYMBOLS if before[s] != after[s]]
+    # only to the new shard, never between the old ones
+    assert all(after[s] == n for s in moved)
+    fraction = len(moved) / len(RESIZE_SYMBOLS)
+    assert abs(fraction - 1 / (n + 1)) < 0.04, (n, fraction)
+    # shrinking back moves exactly the same symbols
+    assert {s for s in RESIZE_SYMBOLS if shard_of(s, n) != after[s]} == set(moved)
+
+
+def test_the_old_modulo_scheme_moved_most_symbols() -> None:
+    # why the switch matters (and why switching itself moves most symbols once)
+    crc = {s: zlib.crc32(s.encode()) for s in RESIZE_SYMBOLS}
+    moved = sum(crc[s] % 4 != crc[s] % 5 for s in RESIZE_SYMBOLS) / len(RESIZE_SYMBOLS)
+    assert moved > 0.7
 
 
 def test_assignment_is_the_same_in_another_process() -> None:
@@ -92,3 +118,27 @@ def test_exporter_watches_its_shard_only() -> None:
     watched = {st.symbol for st in ex.feed_stats.values()} - {"USDT/USD"}
     assert watched == mine
     assert ("kraken", "USDT/USD") in ex.feed_stats  # the conversion book, in every shard
+
+
+def test_hostname_ordinal() -> None:
+    assert hostname_ordinal("arb-exporter-2") == 2
+    assert hostname_ordinal("arb-exporter-10\n") == 10
+    assert hostname_ordinal("arb-exporter") is None
+    assert hostname_ordinal("laptop") is None
+
+
+def test_shard_index_auto_from_hostname() -> None:
+    data: dict[str, Any] = {
+        "exchanges": {"binance": {}, "kraken": {}},
+        "symbols": {"BTC/USD": {"binance": "BTC/USDT", "kraken": "BTC/USD"}},
+        "quote_conversion": {"USDT": {"book": {"exchange": "kraken", "market": "USDT/USD"}}},
+        "notionals": [1000],
+        "shard": {"index": "auto", "count": 3},
+    }
+    assert parse(data, environ={"HOSTNAME": "arb-exporter-2"}).shard.index == 2
+    env = {"HOSTNAME": "arb-exporter-1", "CRYPTOARB_SHARD_INDEX": "auto"}
+    assert parse({**data, "shard": {"count": 3}}, environ=env).shard.index == 1
+    with pytest.raises(ConfigError, match=r"shard\.index: `auto` needs a hostname ending in"):
+        parse(data, environ={"HOSTNAME": "laptop"})
+    with pytest.raises(ConfigError, match=r"shard\.index: must be < shard\.count"):
+        parse(data, environ={"HOSTNAME": "arb-exporter-3"})
