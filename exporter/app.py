@@ -91,6 +91,10 @@ class Exporter:
         self.writer = StateWriter(
             config.redis.url,
             registry=self.registry,
+            mode=config.redis.mode,
+            sentinel_master=config.redis.sentinel.master_name,
+            sentinel_addresses=config.redis.sentinel.addresses,
+            wait_timeout=config.redis.wait_timeout,
             flush_interval=config.redis.flush_interval,
             queue_max=config.redis.queue_max,
             ticker_ttl=3 * max_stale,

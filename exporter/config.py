@@ -147,8 +147,22 @@ class Reference(_Strict):
     pair: tuple[str, str] | None = None
 
 
+class SentinelConfig(_Strict):
+    """``redis.mode: sentinel``: the monitored master's name and the sentinels (HOST:PORT)."""
+
+    master_name: str | None = None
+    addresses: list[str] = Field(default_factory=list)
+
+
 class RedisConfig(_Strict):
+    """``url: null`` disables Redis. ``mode``: standalone (url), cluster (url = any seed node)
+    or sentinel (``sentinel.*``; the url only gives password and db). ``wait_timeout``: seconds
+    a window-log batch waits for one replica (``WAIT 1``) in cluster and sentinel modes."""
+
     url: str | None = "redis://127.0.0.1:6379/0"
+    mode: Literal["standalone", "cluster", "sentinel"] = "standalone"
+    sentinel: SentinelConfig = Field(default_factory=SentinelConfig)
+    wait_timeout: float = Field(default=1.0, gt=0, le=60)
     flush_interval: float = Field(default=0.25, gt=0, le=10)
     queue_max: int = Field(default=100_000, ge=10)
     socket_timeout: float = Field(default=2.0, gt=0)
@@ -606,6 +620,38 @@ def _check_shard(shard: Any) -> list[Problem]:
     return []
 
 
+def _check_redis(redis: Any) -> list[Problem]:
+    """``redis.mode: sentinel`` needs ``sentinel.master_name`` and HOST:PORT addresses."""
+    if not isinstance(redis, Mapping) or redis.get("mode") != "sentinel":
+        return []
+    sentinel = redis.get("sentinel")
+    if sentinel is None:
+        sentinel = {}
+    if not isinstance(sentinel, Mapping):
+        return []  # pydantic reports the type
+    problems: list[Problem] = []
+    if not sentinel.get("master_name"):
+        problems.append(
+            Problem("redis.sentinel.master_name", "required when redis.mode is sentinel")
+        )
+    addresses = sentinel.get("addresses")
+    if not addresses:
+        problems.append(
+            Problem(
+                "redis.sentinel.addresses",
+                'required when redis.mode is sentinel: a list of "host:port" sentinels',
+            )
+        )
+    elif isinstance(addresses, list):
+        for i, addr in enumerate(addresses):
+            host, sep, port = str(addr).rpartition(":")
+            if not (sep and host and port.isdigit() and 0 < int(port) <= 65535):
+                problems.append(
+                    Problem(f"redis.sentinel.addresses.{i}", f"expected HOST:PORT, got {addr!r}")
+                )
+    return problems
+
+
 def _cross_check(data: Mapping[str, Any]) -> list[Problem]:
     """Checks that span sections; defensive on purpose: fields may be of the wrong type."""
     ex_names = _exchange_names(data)
@@ -620,6 +666,7 @@ def _cross_check(data: Mapping[str, Any]) -> list[Problem]:
         *_check_backoff(data.get("feeds")),
         *_check_routes(data, ex_names),
         *_check_shard(data.get("shard")),
+        *_check_redis(data.get("redis")),
     ]
 
 

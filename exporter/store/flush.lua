@@ -1,8 +1,11 @@
 -- One flush of the state writer (exporter/store/writer.py), atomic on the server.
--- KEYS: 1 writer guard hash, 2 log stream, 3 symbols set, 3+1..3+nt ticker keys, then history keys
+-- KEYS: 1 writer guard hash, 2 log stream, 3 symbols set, 3+1..3+nt ticker keys, then history
+--       keys, then dedupe keys. In cluster mode every key of one call lives in one hash slot;
+--       KEYS[2]/KEYS[3] repeat the guard key when the call has no log entry / no symbol set.
 -- ARGV: 1 ticker ttl ms, 2 nt, 3 nsym (-1: keep the set), 4 history maxlen, 5 log maxlen,
 --       6 dedupe ttl s, 7 guard ttl s, then nt ticker values, nsym members,
---       nh, nh x (seq, history key index, nfields, fields...), nl, nl x (seq, dedupe key, nf, ...)
+--       nh, nh x (seq, history key index, nfields, fields...),
+--       nl, nl x (seq, dedupe KEYS index or 0, nf, fields...)
 local nt = tonumber(ARGV[2])
 local nsym = tonumber(ARGV[3])
 local a = 8
@@ -58,7 +61,8 @@ end
 local nl = tonumber(ARGV[a])
 a = a + 1
 for _ = 1, nl do
-  local dk = ARGV[a + 1]
+  local di = tonumber(ARGV[a + 1])
+  local dk = di > 0 and KEYS[di] or ''
   local nf = tonumber(ARGV[a + 2])
   if tonumber(ARGV[a]) > ldone then
     if dk ~= '' and redis.call('EXISTS', dk) == 1 then

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
 from exporter.store.codec import decode_json, decode_number
 
@@ -17,11 +18,11 @@ class StateUnavailable(RuntimeError):
 
 
 class StateReader:
-    def __init__(self, client: Redis | None, scan_max: int = 100_000) -> None:
+    def __init__(self, client: Redis | RedisCluster | None, scan_max: int = 100_000) -> None:
         self._client = client
         self._scan_max = scan_max
 
-    def _reader(self) -> Redis:
+    def _reader(self) -> Redis | RedisCluster:
         if self._client is None:
             raise StateUnavailable("redis is disabled")
         return self._client

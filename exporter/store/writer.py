@@ -12,6 +12,15 @@ per-writer hash ``writer:{id}``; a batch retried after an ambiguous failure (con
 after the server ran the script) skips what was already applied. ``dedupe_key`` entries are
 checked and marked (``dedupe:{key}``, TTL 7 d) inside the same script.
 
+Modes (``mode``): ``standalone`` (one client, one script call per batch), ``cluster``
+(``RedisCluster``: each batch is split by hash slot, one script call per slot with only that
+slot's keys; the guard hash and dedupe keys carry a hash tag of the slot they guard,
+``writer:{<tag>}:<id>`` and ``dedupe:{<tag>}:<key>``) and ``sentinel`` (the master of
+``sentinel_master`` found through the sentinels, re-resolved after a failover). In cluster and
+sentinel modes a call that carries log entries is followed by ``WAIT 1 <wait_timeout>`` on the
+same connection; the batch counts as written only when one replica confirmed it, otherwise it
+is retried (the bookkeeping makes the retry safe).
+
 Drop policy when ``queue_max`` pending entries are reached: tickers first (oldest key), then
 history rows (oldest), then log entries (oldest; only when every pending entry is a log entry).
 Symbol-set replacements are not counted (at most one is pending).
@@ -20,23 +29,30 @@ Symbol-set replacements are not counted (at most one is pending).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
 import logging
 import random
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cache
 from importlib import resources
 from itertools import islice
-from typing import Any
-from urllib.parse import urlsplit
+from typing import Any, Literal
+from urllib.parse import unquote, urlsplit
 
 import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
+from redis.exceptions import NoScriptError, RedisError
 
 from exporter.clock import SYSTEM_CLOCK, Clock
 from exporter.store.codec import JSON_OPTS, flatten
@@ -54,9 +70,56 @@ IDLE_PING = 5.0  # seconds without Redis contact before run() pings to refresh `
 _FLUSH_LUA = resources.files("exporter.store").joinpath("flush.lua").read_text(encoding="utf-8")
 
 
+Mode = Literal["standalone", "cluster", "sentinel"]
+ScriptCall = Callable[..., Awaitable[Any]]
+
+
+class ReplicaWaitTimeout(RedisError):
+    """``WAIT 1`` did not see a replica acknowledge a log batch within ``wait_timeout``."""
+
+
 def _safe_url(url: str) -> str:
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.hostname}:{parts.port or 6379}{parts.path}"
+
+
+@cache
+def slot_tags() -> tuple[str, ...]:
+    """For each cluster hash slot, the shortest base-36 string that hashes to it: the hash tag
+    of the writer's internal keys placed in that slot (``writer:{<tag>}:<id>``)."""
+    tags: list[str | None] = [None] * REDIS_CLUSTER_HASH_SLOTS
+    left = REDIS_CLUSTER_HASH_SLOTS
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    for i in itertools.count():
+        n, out = i, ""
+        while True:
+            n, r = divmod(n, 36)
+            out = digits[r] + out
+            if not n:
+                break
+        slot = key_slot(out.encode())
+        if tags[slot] is None:
+            tags[slot] = out
+            left -= 1
+            if not left:
+                break
+    return tuple(t or "" for t in tags)
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+@dataclass
+class _Group:
+    """The part of one batch that goes into one script call (one hash slot in cluster mode)."""
+
+    guard: str
+    tickers: list[tuple[str, str]] = field(default_factory=list)
+    symbols: tuple[str, ...] | None = None
+    history: list[tuple[int, str, list[str]]] = field(default_factory=list)
+    log: list[tuple[int, str, list[str]]] = field(default_factory=list)
 
 
 class StateWriter:
@@ -65,6 +128,10 @@ class StateWriter:
         url: str | None,
         *,
         registry: CollectorRegistry,
+        mode: Mode = "standalone",
+        sentinel_master: str | None = None,
+        sentinel_addresses: Sequence[str] = (),
+        wait_timeout: float = 1.0,
         flush_interval: float = 0.25,
         queue_max: int = 100_000,
         ticker_ttl: float = 30.0,
@@ -89,7 +156,10 @@ class StateWriter:
             str(max(1, int(dedupe_ttl))),
             str(7 * 86_400),
         ]
-        self._guard_key = f"writer:{uuid.uuid4().hex}"
+        self._mode: Mode = mode
+        self._wait_ms = max(1, int(wait_timeout * 1000))
+        self._id = uuid.uuid4().hex
+        self._guard_key = f"writer:{self._id}"
         self._seq = itertools.count(1)
         # Pending buffers. Tickers: key -> (payload,) (a fresh tuple per put: identity = version).
         self._tickers: dict[str, tuple[Mapping[str, Any]]] = {}
@@ -101,21 +171,23 @@ class StateWriter:
         self._closed = False
         self._down_since: float | None = None  # monotonic start of the current outage
         self._last_contact = 0.0
-        self._client: Redis | None = None
+        self._client: Redis | RedisCluster | None = None
         self._name = _safe_url(url) if url else "disabled"
         if url is not None:
             try:
-                self._client = Redis.from_url(
-                    url,
-                    decode_responses=True,
-                    socket_timeout=socket_timeout,
-                    socket_connect_timeout=socket_timeout,
-                    retry=Retry(NoBackoff(), 0),
-                    health_check_interval=0,
+                self._client = self._connect(
+                    url, socket_timeout, sentinel_master, sentinel_addresses
                 )
             except Exception:  # bad URL: behave as disabled, say so once
-                log.exception("redis: invalid url %r, state writes disabled", self._name)
-        self._script = self._client.register_script(_FLUSH_LUA) if self._client else None
+                log.exception("redis: invalid %s config %r, state writes disabled", mode, url)
+        # Standalone: the registered Script (EVALSHA, SCRIPT LOAD on NOSCRIPT). Cluster and
+        # sentinel modes pipeline EVALSHA (+ WAIT) themselves; _script is then a marker.
+        self._script: ScriptCall | None = None
+        if isinstance(self._client, Redis):
+            self._script = self._client.register_script(_FLUSH_LUA)
+        elif self._client is not None:
+            self._script = self._pipelined
+        self._sha = hashlib.sha1(_FLUSH_LUA.encode()).hexdigest()
 
         self._m_up = Gauge(
             "cryptoarb_redis_up", "1 when the last Redis operation succeeded", registry=registry
@@ -148,6 +220,48 @@ class StateWriter:
             registry=registry,
         )
 
+    def _connect(
+        self,
+        url: str,
+        socket_timeout: float,
+        sentinel_master: str | None,
+        sentinel_addresses: Sequence[str],
+    ) -> Redis | RedisCluster:
+        opts: dict[str, Any] = {
+            "decode_responses": True,
+            "socket_timeout": socket_timeout,
+            "socket_connect_timeout": socket_timeout,
+            "retry": Retry(NoBackoff(), 0),  # the writer retries, on its own timer
+        }
+        if self._mode == "cluster":
+            # A seed node; the client discovers the others and follows MOVED and failovers.
+            cluster: RedisCluster = RedisCluster.from_url(url, **opts)
+            return cluster
+        if self._mode == "sentinel":
+            if not sentinel_master or not sentinel_addresses:
+                raise ValueError("sentinel mode needs a master name and sentinel addresses")
+            parts = urlsplit(url)
+            db = parts.path.strip("/")
+            auth: dict[str, Any] = {"db": int(db) if db.isdigit() else 0}
+            if parts.password:
+                auth["password"] = unquote(parts.password)
+            if parts.username:
+                auth["username"] = unquote(parts.username)
+            sentinel = Sentinel(  # type: ignore[no-untyped-call]
+                [parse_address(a) for a in sentinel_addresses],
+                sentinel_kwargs={
+                    "socket_timeout": socket_timeout,
+                    "socket_connect_timeout": socket_timeout,
+                },
+                **opts,
+            )
+            self._name = f"sentinel://{sentinel_master}"
+            master: Redis = sentinel.master_for(sentinel_master, **opts, **auth)
+            return master
+        opts["health_check_interval"] = 0
+        client: Redis = Redis.from_url(url, **opts)
+        return client
+
     # ---------------------------------------------------------------- hot path (sync)
     @property
     def up(self) -> bool:
@@ -170,6 +284,16 @@ class StateWriter:
         key = f"ticker:{exchange}:{symbol}"
         if key not in self._tickers and self._full() and not self._evict_ticker():
             self._drop_ticker.inc()  # the bound is all history/log: the ticker yields
+            return
+        self._tickers[key] = (payload,)
+
+    def put_value(self, key: str, payload: Mapping[str, Any]) -> None:
+        """A JSON value SET at ``key`` (not a ticker key) with the ticker TTL, buffered and
+        conflated like a ticker: e.g. ``shard:{i}:summary`` (exporter/store/summary.py)."""
+        if self._script is None:
+            return
+        if key not in self._tickers and self._full() and not self._evict_ticker():
+            self._drop_ticker.inc()
             return
         self._tickers[key] = (payload,)
 
@@ -218,8 +342,7 @@ class StateWriter:
             elif self._log:
                 self._log.popleft()
                 self._drop_log.inc()
-        dk = f"dedupe:{dedupe_key}" if dedupe_key else ""
-        self._log.append((next(self._seq), dk, fields))
+        self._log.append((next(self._seq), dedupe_key or "", fields))
 
     # ---------------------------------------------------------------- flushing
     def _pending(self) -> int:
@@ -227,39 +350,145 @@ class StateWriter:
             len(self._tickers) + len(self._history) + len(self._log) + (self._symbols is not None)
         )
 
-    async def _flush_batch(self) -> int:
-        assert self._script is not None
-        tickers = list(islice(self._tickers.items(), BATCH))
-        symbols = self._symbols
-        hist = list(islice(self._history, BATCH))
-        logs = list(islice(self._log, BATCH))
-        keys = [self._guard_key, LOG_STREAM, SYMBOLS_KEY]
-        values: list[str] = []
-        for key, item in tickers:
-            try:
-                values.append(orjson.dumps(item[0], default=str, option=JSON_OPTS).decode())
-            except Exception:
-                log.exception("redis: unencodable ticker %s dropped", key)
-                values.append("null")
-            keys.append(key)
+    def _slot_guard(self, slot: int) -> str:
+        return f"writer:{{{slot_tags()[slot]}}}:{self._id}"
+
+    def _dedupe_name(self, key: str) -> str:
+        if self._mode != "cluster":
+            return f"dedupe:{key}"
+        return f"dedupe:{{{slot_tags()[key_slot(LOG_STREAM.encode())]}}}:{key}"
+
+    def _group(
+        self,
+        tickers: list[tuple[str, str]],
+        symbols: tuple[str, ...] | None,
+        hist: list[tuple[int, str, list[str]]],
+        logs: list[tuple[int, str, list[str]]],
+    ) -> list[_Group]:
+        """One group (standalone, sentinel) or one per hash slot (cluster), in slot order
+        except that the log's group comes last (its WAIT then covers the earlier writes on
+        the same node)."""
+        if self._mode != "cluster":
+            return [_Group(self._guard_key, tickers, symbols, hist, logs)]
+        groups: dict[int, _Group] = {}
+
+        def at(key: str) -> _Group:
+            slot = key_slot(key.encode())
+            g = groups.get(slot)
+            if g is None:
+                g = groups[slot] = _Group(self._slot_guard(slot))
+            return g
+
+        for key, value in tickers:
+            at(key).tickers.append((key, value))
+        if symbols is not None:
+            at(SYMBOLS_KEY).symbols = symbols
+        for entry in hist:
+            at(entry[1]).history.append(entry)
+        if logs:
+            at(LOG_STREAM).log.extend(logs)
+        return sorted(groups.values(), key=lambda g: bool(g.log))
+
+    def _script_args(self, g: _Group) -> tuple[list[str], list[str | int]]:
+        keys = [
+            g.guard,
+            LOG_STREAM if g.log else g.guard,
+            SYMBOLS_KEY if g.symbols is not None else g.guard,
+        ]
+        keys += [key for key, _ in g.tickers]
         ttl, hmax, lmax, dttl, gttl = self._args_head
-        args: list[str | int] = [ttl, len(tickers), -1 if symbols is None else len(symbols)]
-        args += [hmax, lmax, dttl, gttl, *values, *(symbols or ())]
+        nsym = -1 if g.symbols is None else len(g.symbols)
+        args: list[str | int] = [ttl, len(g.tickers), nsym, hmax, lmax, dttl, gttl]
+        args += [value for _, value in g.tickers]
+        args += g.symbols or ()
         hkeys: dict[str, int] = {}
-        args.append(len(hist))
-        for seq, hkey, fields in hist:
+        args.append(len(g.history))
+        for seq, hkey, fields in g.history:
             idx = hkeys.get(hkey)
             if idx is None:
                 idx = hkeys[hkey] = len(hkeys) + 1
                 keys.append(hkey)
             args += [seq, idx, len(fields) // 2, *fields]
-        args.append(len(logs))
-        for seq, dk, fields in logs:
-            args += [seq, dk, len(fields) // 2, *fields]
+        args.append(len(g.log))
+        for seq, dk, fields in g.log:
+            di = 0
+            if dk:
+                keys.append(self._dedupe_name(dk))
+                di = len(keys)
+            args += [seq, di, len(fields) // 2, *fields]
+        return keys, args
 
-        result = await self._script(keys=keys, args=args)
+    async def _pipelined(self, calls: list[tuple[list[str], list[str | int], bool]]) -> list[Any]:
+        """Cluster and sentinel modes: every script call (``EVALSHA``; ``EVAL`` once after
+        NOSCRIPT, e.g. on a freshly promoted replica) and, after a call with log entries,
+        ``WAIT 1 <wait_timeout>`` on that call's node and connection, in one pipeline (per node
+        in cluster mode). Raises on any error and when WAIT saw no replica."""
+        client = self._client
+        assert client is not None
+        cluster = isinstance(client, RedisCluster)
+        if cluster:
+            await client.initialize()
+        for attempt in range(2):
+            pipe: Any = client.pipeline(transaction=False)
+            for keys, args, wait in calls:
+                if attempt == 0:
+                    pipe.evalsha(self._sha, len(keys), *keys, *args)
+                else:
+                    pipe.eval(_FLUSH_LUA, len(keys), *keys, *args)
+                if wait:
+                    target: dict[str, Any] = {}
+                    if isinstance(client, RedisCluster):
+                        target["target_nodes"] = client.get_node_from_key(keys[0])
+                    pipe.execute_command("WAIT", 1, self._wait_ms, **target)
+            if cluster:
+                res = await pipe.execute(raise_on_error=False, allow_redirections=False)
+            else:
+                res = await pipe.execute(raise_on_error=False)
+            if attempt == 0 and any(isinstance(r, NoScriptError) for r in res):
+                continue
+            out: list[Any] = []
+            i = 0
+            for _keys, _args, wait in calls:
+                r = res[i]
+                if isinstance(r, Exception):
+                    raise r
+                out.append(r)
+                i += 1
+                if wait:
+                    acked = res[i]
+                    i += 1
+                    if isinstance(acked, Exception):
+                        raise acked
+                    if int(acked) < 1:
+                        raise ReplicaWaitTimeout(
+                            f"no replica acknowledged the log batch within {self._wait_ms} ms"
+                        )
+            return out
+        raise NoScriptError("flush script not loaded")  # pragma: no cover
+
+    async def _flush_batch(self) -> int:
+        assert self._script is not None
+        items = list(islice(self._tickers.items(), BATCH))
+        symbols = self._symbols
+        hist = list(islice(self._history, BATCH))
+        logs = list(islice(self._log, BATCH))
+        tickers: list[tuple[str, str]] = []
+        for key, item in items:
+            try:
+                value = orjson.dumps(item[0], default=str, option=JSON_OPTS).decode()
+            except Exception:
+                log.exception("redis: unencodable ticker %s dropped", key)
+                value = "null"
+            tickers.append((key, value))
+        groups = self._group(tickers, symbols, hist, logs)
+        if self._script == self._pipelined:
+            calls = [(*self._script_args(g), bool(g.log)) for g in groups]
+            results = await self._pipelined(calls)
+        else:
+            keys, args = self._script_args(groups[0])
+            results = [await self._script(keys=keys, args=args)]
         # Acknowledged: trim what was sent, keeping anything newer put during the await.
-        for key, item in tickers:
+        for key, item in items:
             if self._tickers.get(key) is item:
                 del self._tickers[key]
         if symbols is not None and self._symbols is symbols:
@@ -272,9 +501,10 @@ class StateWriter:
             last = logs[-1][0]
             while self._log and self._log[0][0] <= last:
                 self._log.popleft()
-        if result and int(result[3]):
-            log.warning("redis: %s stream entries skipped (key of the wrong type)", result[3])
-        return len(tickers) + len(hist) + len(logs) + (symbols is not None)
+        skipped = sum(int(r[3]) for r in results if r)
+        if skipped:
+            log.warning("redis: %s stream entries skipped (key of the wrong type)", skipped)
+        return len(items) + len(hist) + len(logs) + (symbols is not None)
 
     async def flush(self) -> bool:
         """One flush now (several batches if needed); True when nothing is left pending."""
@@ -293,6 +523,7 @@ class StateWriter:
                         break
             except Exception as exc:
                 self._on_error(exc)
+                await self._refresh_topology()
                 return False
             finally:
                 self._m_duration.observe(time.perf_counter() - start)
@@ -305,9 +536,19 @@ class StateWriter:
             await self._client.ping()
         except Exception as exc:
             self._on_error(exc)
+            await self._refresh_topology()
             return False
         self._on_success(0)
         return True
+
+    async def _refresh_topology(self) -> None:
+        """Cluster mode: drop the node connections and slot map after an error, so the next
+        call re-reads the topology (a failed-over master's slots now on its old replica)."""
+        if isinstance(self._client, RedisCluster):
+            try:
+                await self._client.aclose()
+            except Exception:
+                log.debug("redis: error resetting the cluster client", exc_info=True)
 
     def _on_error(self, exc: BaseException) -> None:
         self._m_errors.inc()
@@ -377,6 +618,12 @@ class StateWriter:
             log.debug("redis: error closing the pool", exc_info=True)
         self._up = False
         self._m_up.set(0)
+
+    @property
+    def client(self) -> Redis | RedisCluster | None:
+        """The connection pool's client (None when disabled); summary reads use it.
+        Standalone and sentinel modes only (None in cluster mode)."""
+        return self._client if isinstance(self._client, Redis) else None
 
     @property
     def reader(self) -> StateReader:
