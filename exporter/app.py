@@ -41,6 +41,7 @@ from exporter.memory import (
 from exporter.model import BookSnapshot, BookStatus, CloseReason, FeedKey, MarketInfo
 from exporter.sharding import apply_shard
 from exporter.store.publisher import TickerPublisher
+from exporter.store.summary import SUMMARY_INTERVAL, SummaryPublisher
 from exporter.store.writer import StateWriter
 
 log = logging.getLogger(__name__)
@@ -117,6 +118,9 @@ class Exporter:
         self.state = MarketState(config, self.feed_stats, self.fees, self.writer, clock)
         self.intel = Intelligence(config, self.state, self.latency, self.feed_stats, self.writer)
         self.publisher = TickerPublisher(self.state, self.latency, self.writer)
+        self.summary = SummaryPublisher(
+            self.state, self.writer, config.shard.index, config.shard.count
+        )
         events = _FeedEvents(self.state, self.fees, self.intel)
         settings = FeedSettings(
             depth=config.feeds.depth,
@@ -181,6 +185,7 @@ class Exporter:
             (feeds_cfg.sweep_interval, self.state.sweep),
             (feeds_cfg.rate_refresh_interval / 2, self.state.flush_rates),
             (self.config.redis.flush_interval, self.publisher.publish),
+            (SUMMARY_INTERVAL, self.summary.publish),
             (TRIM_INTERVAL, collect_and_trim(malloc_trimmer())),
         ]
         try:

@@ -5,7 +5,9 @@ Feeds (``/readyz``), the best live opportunities with their trend arrows
 (``/api/windows``) as rich tables; ``--watch`` redraws in place. ``--web.config.file`` (the
 exporter's own) switches to https trusting its certificate; basic auth takes ``--web.user``
 and a password from ``--web.password-file`` or ``$ARB_EXPORTER_WEB_PASSWORD`` (never argv, which
-other local users can read).
+other local users can read). ``--redis.url URL`` shows the global view instead: every shard's
+route summary read from the shared Redis (exporter/store/summary.py), the owner shard of each
+symbol, and the shards whose summary is stale or missing.
 """
 
 from __future__ import annotations
@@ -53,6 +55,18 @@ def add_parser(sub: Any) -> None:
     src = p.add_mutually_exclusive_group()
     src.add_argument("--url", help="exporter base URL (default http://127.0.0.1:9877)")
     src.add_argument("--config.file", dest="config_file", help="read web.listen_address from it")
+    src.add_argument(
+        "--redis.url",
+        dest="redis_url",
+        help="global view of every shard from the shared Redis (shard summaries), no HTTP",
+    )
+    p.add_argument(
+        "--stale-after",
+        dest="stale_after",
+        type=float,
+        default=5.0,
+        help="with --redis.url: a shard summary older than this (s) is flagged stale",
+    )
     p.add_argument("--watch", action="store_true", help="refresh in place until Ctrl-C")
     p.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes")
     p.add_argument("--notional", type=float, help="evaluate this size from the live books")
@@ -94,6 +108,10 @@ def base_url(url: str | None, config_file: str | None, scheme: str = "http") -> 
 def usage_error(args: argparse.Namespace) -> str | None:
     if args.notional is not None and not args.notional > 0:
         return "--notional must be > 0"
+    if getattr(args, "redis_url", None) and args.notional is not None:
+        return "--notional needs the live books (--url), not --redis.url"
+    if not getattr(args, "stale_after", 5.0) > 0:
+        return "--stale-after must be > 0"
     if args.web_password_file and not args.web_user:
         return "--web.password-file needs --web.user"
     if args.web_user and not args.web_password_file and PASSWORD_ENV not in os.environ:
@@ -317,6 +335,94 @@ def render(base: str, data: dict[str, Any], top: int) -> RenderableType:
     )
 
 
+def fetch_global(redis_url: str, stale_after: float, timeout: float = 3.0) -> dict[str, Any]:
+    """Every shard's summary from Redis, merged (``/api/opportunities?scope=global``)."""
+    import redis
+
+    from exporter.store.summary import SUMMARY_PATTERN, global_view, parse_summaries
+
+    safe = redis_url.split("@")[-1]  # never print a password
+    try:
+        client = redis.Redis.from_url(
+            redis_url, decode_responses=True, socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+        )  # fmt: skip
+        try:
+            keys = sorted(set(client.scan_iter(match=SUMMARY_PATTERN, count=1000)))
+            values: dict[str, Any] = {str(k): client.get(k) for k in keys}
+        finally:
+            client.close()
+    except (redis.RedisError, ValueError, OSError) as err:
+        raise Unreachable(f"redis not reachable: {safe}: {err}") from err
+    return global_view(parse_summaries(values), time.time(), stale_after)
+
+
+SHARD_STYLE = {"ok": "green", "stale": "red", "missing": "red", "count_mismatch": "yellow"}
+
+
+def render_global(source: str, view: dict[str, Any], top: int) -> RenderableType:
+    """Shards (status, age), the owner shard of every symbol, the best routes of all shards."""
+    shards = _table(
+        f"Shards — {source} (stale after {view['stale_after']:g} s)",
+        "shard", "status", "count", "age", "symbols", "routes",
+    )  # fmt: skip
+    for s in view["shards"]:
+        age = "—" if s["age_seconds"] is None else f"{s['age_seconds']:.1f} s"
+        shards.add_row(
+            str(s["shard"]), Text(s["status"], style=SHARD_STYLE.get(s["status"], "")),
+            str(s["count"] if s["count"] is not None else "—"), age, str(s["symbols"]),
+            str(s["routes"]),
+        )  # fmt: skip
+    if view["flagged_shards"]:
+        flagged = ", ".join(str(i) for i in view["flagged_shards"])
+        shards.caption = f"flagged: shard {flagged} (stale, missing or another shard.count)"
+    symbols = _table("Symbols by owner shard", "symbol", "shard", "status")
+    for e in view["symbols"]:
+        symbols.add_row(
+            e["symbol"], str(e["shard"]), Text(e["status"], style=SHARD_STYLE.get(e["status"], ""))
+        )
+    opps = _table(
+        "Best opportunities, all shards (net of fees and slippage)",
+        "symbol", "shard", "buy → sell", "notional", "net ROI", "net profit", "window",
+    )  # fmt: skip
+    for e in view["opportunities"][:top]:
+        opps.add_row(
+            e["symbol"], f"{e['shard']}{' (stale)' if e.get('stale') else ''}",
+            f"{e['buy_exchange']} → {e['sell_exchange']}", f"{e['notional']:g}",
+            _pct(e.get("net_roi")) if e.get("fillable") else "not fillable",
+            "—" if e.get("net_profit") is None else f"{e['net_profit']:+.2f}",
+            Text("OPEN", style="bold green") if e.get("window_open") else "",
+        )  # fmt: skip
+    return Group(shards, symbols, opps)
+
+
+def run_global(args: argparse.Namespace) -> int:
+    console = Console()
+    source = args.redis_url.split("@")[-1]
+
+    def view() -> RenderableType:
+        try:
+            return render_global(source, fetch_global(args.redis_url, args.stale_after), args.top)
+        except Unreachable as err:
+            return Text(str(err), style="red")
+
+    if not args.watch:
+        try:
+            data = fetch_global(args.redis_url, args.stale_after)
+        except Unreachable as err:
+            print(f"status: {err}", file=sys.stderr)
+            return 1
+        console.print(render_global(source, data, args.top))
+        return 0
+    try:
+        with Live(view(), console=console, auto_refresh=False, screen=False) as live:
+            while True:
+                time.sleep(max(0.2, args.interval))
+                live.update(view(), refresh=True)
+    except KeyboardInterrupt:
+        return 0
+
+
 def run(args: argparse.Namespace) -> int:
     from exporter.config import ConfigError
 
@@ -324,6 +430,8 @@ def run(args: argparse.Namespace) -> int:
     if problem:
         print(f"status: {problem}", file=sys.stderr)
         return 2
+    if getattr(args, "redis_url", None):
+        return run_global(args)
     try:
         base, via = client(args)
     except ConfigError as err:  # same message and exit code as `run`

@@ -1,5 +1,8 @@
 """JSON API: ``/api/opportunities``, ``/api/windows``, ``/api/history``, ``/api/insights``.
 
+``/api/opportunities?scope=global`` answers from every shard's route summary in Redis
+(exporter/store/summary.py) instead of this process's books.
+
 Read-only views over MarketState, the intelligence results and the Redis log. Bad query
 parameters answer 400 with a JSON error; Redis being away answers 503 (history falls back
 to the in-memory window). Numbers that are not finite are sent as null, never NaN.
@@ -20,12 +23,14 @@ from exporter.market.intelligence import Intelligence
 from exporter.market.state import MarketState
 from exporter.model import Fill, PairKey, PairResult, label_number
 from exporter.store.reader import StateUnavailable
+from exporter.store.summary import DEFAULT_STALE_AFTER, global_view, read_summaries
 from exporter.store.writer import StateWriter
 
 MAX_NOTIONAL = 1e9  # on-demand sizes beyond this are refused (the walk is bounded anyway)
 MAX_WINDOWS = 1000
 MAX_HISTORY = 10_000
 LOG_KINDS = ("window", "alert")
+SCOPES = ("local", "global")
 
 
 class BadRequest(Exception):
@@ -191,9 +196,34 @@ class Api:
             },
         }
 
+    async def global_opportunities(self, query: Mapping[str, str]) -> dict[str, Any]:
+        """Every shard's routes from the summaries in Redis; StateUnavailable without Redis."""
+        if query.get("notional"):
+            raise BadRequest("`notional` is evaluated from local books: not with scope=global")
+        stale_after = _float_param(query, "stale_after", 0.001, 86_400.0)
+        try:
+            summaries = await read_summaries(self.writer.client)
+        except Exception as exc:
+            raise StateUnavailable(f"shard summaries unavailable: {exc}") from exc
+        return global_view(
+            summaries,
+            self.state.clock.time(),
+            stale_after=DEFAULT_STALE_AFTER if stale_after is None else stale_after,
+            expected_count=self.config.shard.count,
+            symbol=query.get("symbol") or None,
+        )
+
     # -- handlers ----------------------------------------------------------------------
     async def get_opportunities(self, request: web.Request) -> web.Response:
-        return web.json_response(self.opportunities(request.query))
+        scope = request.query.get("scope") or "local"
+        if scope not in SCOPES:
+            raise BadRequest(f"`scope` must be one of {list(SCOPES)}, got {scope!r}")
+        if scope == "local":
+            return web.json_response(self.opportunities(request.query))
+        try:
+            return web.json_response(await self.global_opportunities(request.query))
+        except StateUnavailable as exc:
+            return json_error(503, str(exc), path=request.path)
 
     async def get_insights(self, request: web.Request) -> web.Response:
         return web.json_response(self.insights())
