@@ -22,6 +22,7 @@ from prometheus_client import (
 
 from exporter.clock import SYSTEM_CLOCK, Clock
 from exporter.config import Config
+from exporter.feeds.shared_budget import SharedBudget, fallback_counter
 from exporter.feeds.stats import FeedStats, LatencyHistogram
 from exporter.feeds.supervisor import ExchangeFeeds, FeedSettings
 from exporter.http.api import api_routes
@@ -139,6 +140,14 @@ class Exporter:
                 self.exchanges[ex] = ExchangeFeeds(
                     ex, dict(ex_cfg.ccxt), markets, self.latency[ex], settings, events, clock,
                     depth=ex_cfg.depth,
+                )  # fmt: skip
+        shared = config.feeds.shared_rate_limit  # one REST budget per exchange, all shards
+        if shared is not None:
+            fallbacks = fallback_counter(self.registry)
+            for ex, exchange_feeds in self.exchanges.items():
+                exchange_feeds.gate.shared = SharedBudget(
+                    self.writer.client, ex, shared.snapshots_per_minute, shared.burst,
+                    config.shard.count, fallbacks, clock.monotonic,
                 )  # fmt: skip
         self.registry.register(MarketCollector(self.state, self.latency))
         self.registry.register(IntelligenceCollector(self.intel))

@@ -99,6 +99,14 @@ class BackoffConfig(_Strict):
     cap: float = Field(default=30.0, gt=0)
 
 
+class SharedRateLimitConfig(_Strict):
+    """One REST snapshot budget per exchange shared by all shards (a token bucket in Redis);
+    with Redis away each shard uses 1/shard.count of it."""
+
+    snapshots_per_minute: float = Field(gt=0, le=6000)
+    burst: int = Field(default=4, ge=1, le=1000)
+
+
 class FeedsConfig(_Strict):
     depth: int = Field(default=100, ge=1, le=5000)
     stale_after: float = Field(default=10.0, gt=0)
@@ -113,6 +121,8 @@ class FeedsConfig(_Strict):
     snapshots_per_minute: float = Field(default=8.0, gt=0, le=600)
     # Longest delay before a conversion-rate move reaches a symbol with no book update.
     rate_refresh_interval: float = Field(default=0.25, gt=0, le=60)
+    # Per-exchange budget shared by every shard (Redis token bucket); None: per market only.
+    shared_rate_limit: SharedRateLimitConfig | None = None
 
     @property
     def sweep_interval(self) -> float:

@@ -24,6 +24,7 @@ from exporter.clock import SYSTEM_CLOCK, Clock
 from exporter.feeds import profiles
 from exporter.feeds.clients import FrameRejected, MalformedFrame, build_exchange
 from exporter.feeds.guard import SnapshotBudget, retry_after_seconds
+from exporter.feeds.shared_budget import SharedBudget
 from exporter.feeds.stats import FeedStats, LatencyHistogram, RateLimitedLog
 from exporter.model import BookSnapshot, BookStatus, ErrorReason, MarketInfo
 
@@ -141,6 +142,8 @@ class RestGate:
     def __init__(self, clock: Clock = SYSTEM_CLOCK) -> None:
         self._clock = clock
         self.not_before = 0.0  # monotonic
+        # The REST budget shared by all shards (feeds.shared_rate_limit; set by app.py).
+        self.shared: SharedBudget | None = None
 
     def hold(self, seconds: float) -> None:
         self.not_before = max(self.not_before, self._clock.monotonic() + seconds)
@@ -193,9 +196,12 @@ class MarketFeed:
         )
 
     async def _wait_for_budget(self) -> None:
-        """Wait for the exchange-wide Retry-After and for a snapshot token."""
+        """Wait for the exchange-wide Retry-After and for a snapshot token (the market's, then
+        the exchange's budget shared by all shards, when configured)."""
         while True:
             wait = max(self.gate.delay(), self.budget.delay())
+            if wait <= 0 and self.gate.shared is not None:
+                wait = await self.gate.shared.try_take()  # the exchange's shared budget
             if wait <= 0:
                 self.budget.take()
                 return

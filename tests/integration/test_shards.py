@@ -1,14 +1,17 @@
 """Two shards against one simulator and one private redis-server: each publishes its route
 summary (``shard:{i}:summary``), the global view through either shard's API (and
 ``arb-exporter status --redis.url``) lists every symbol with its owner shard, and a stopped
-shard's summary goes stale, then missing, and is flagged."""
+shard's summary goes stale, then missing, and is flagged; both shards resubscribing at once
+stay within one shared REST budget per exchange (``feeds.shared_rate_limit``)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import subprocess
 import sys
+import time
 from typing import Any
 
 import aiohttp
@@ -34,9 +37,11 @@ SYMBOLS = {
 OWNER = {s: shard_of(s, 2) for s in SYMBOLS}
 
 
-def shard_config(sim: SimulatorHarness, redis_url: str | None, index: int) -> Any:
+def shard_config(
+    sim: SimulatorHarness, redis_url: str | None, index: int, feeds: dict[str, Any] | None = None
+) -> Any:
     data = sim_config_data(
-        sim.base_url, redis_url, symbols=SYMBOLS, shard={"index": index, "count": 2}
+        sim.base_url, redis_url, feeds, symbols=SYMBOLS, shard={"index": index, "count": 2}
     )
     return parse(data, "test", environ={})
 
@@ -146,6 +151,46 @@ async def test_scope_parameter_is_checked(sim: SimulatorHarness) -> None:
                 assert resp.status == 503  # Redis disabled: no shared view
 
 
+RATE, BURST = 60.0, 1  # shared budget: one snapshot per second per exchange, all shards
+
+
+def binance_snapshots(counters: dict[str, Any]) -> int:
+    return sum(counters["depth_snapshots"].get("binance", {}).values())
+
+
+async def test_two_shards_resubscribing_at_once_share_one_rest_budget(
+    sim: SimulatorHarness, redis_server: RedisServer
+) -> None:
+    limit = {"shared_rate_limit": {"snapshots_per_minute": RATE, "burst": BURST}}
+    async with (
+        running_exporter(shard_config(sim, redis_server.url, 0, limit)) as shard0,
+        running_exporter(shard_config(sim, redis_server.url, 1, limit)) as shard1,
+    ):
+        await wait_for(lambda: all_live(shard0) and all_live(shard1), 30, what="live")
+        markets = sum(ex == "binance" for exp in (shard0, shard1) for ex, _ in exp.feed_stats)
+        assert markets == len(SYMBOLS)  # both shards have binance markets
+        base = binance_snapshots(await sim.acounters())
+        sim.fault("binance", "close")  # every binance socket of both shards at once
+        t0 = time.monotonic()
+        samples: list[tuple[float, int]] = [(t0, 0)]
+        while samples[-1][1] < markets or not (all_live(shard0) and all_live(shard1)):
+            assert time.monotonic() - t0 < 30, f"{samples[-1][1]} snapshots after 30 s"
+            await asyncio.sleep(0.05)
+            samples.append((time.monotonic(), binance_snapshots(await sim.acounters()) - base))
+    # Never above the bucket: burst + rate x elapsed in any interval (+1: sampling granularity).
+    for i, (ti, ni) in enumerate(samples):
+        for tj, nj in samples[i + 1 :]:
+            assert nj - ni <= BURST + RATE / 60 * (tj - ti) + 1, (ti - t0, tj - t0, nj - ni)
+    first = next(t for t, n in samples if n >= 1)
+    last = next(t for t, n in samples if n >= markets)
+    # 3 resubscriptions, one token per second: spread over >= 2 s (unlimited: all at once)
+    assert last - first >= (markets - BURST) / (RATE / 60) - 0.3, last - first
+    for exp in (shard0, shard1):
+        assert exp.registry.get_sample_value(
+            "cryptoarb_rest_budget_fallbacks_total", {"exchange": "binance"}
+        ) in (None, 0.0)
+
+
 def _status(redis_url: str) -> subprocess.CompletedProcess[str]:
     cmd = [sys.executable, "-m", "exporter.cli.main", "status", "--redis.url", redis_url,
            "--stale-after", "1"]  # fmt: skip
@@ -154,9 +199,6 @@ def _status(redis_url: str) -> subprocess.CompletedProcess[str]:
 
 
 async def _wait_async(predicate: Any, timeout: float, what: str) -> None:
-    import asyncio
-    import time
-
     deadline = time.monotonic() + timeout
     while not await predicate():
         assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"

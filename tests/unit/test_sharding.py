@@ -142,3 +142,51 @@ def test_shard_index_auto_from_hostname() -> None:
         parse(data, environ={"HOSTNAME": "laptop"})
     with pytest.raises(ConfigError, match=r"shard\.index: must be < shard\.count"):
         parse(data, environ={"HOSTNAME": "arb-exporter-3"})
+
+
+class _DownRedis:
+    calls = 0
+
+    async def eval(self, *args: Any) -> int:
+        self.calls += 1
+        raise ConnectionError("redis down")
+
+
+class _Clock:
+    now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_shared_budget_falls_back_to_one_nth_of_the_rate_and_counts_it() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from exporter.feeds.shared_budget import RETRY_AFTER, SharedBudget, fallback_counter
+
+    registry = CollectorRegistry()
+    client, clock = _DownRedis(), _Clock()
+    budget = SharedBudget(client, "binance", 60.0, 4, 2, fallback_counter(registry), clock)
+    # Redis down: a local bucket of burst 4/2 = 2 and 60/2 = 30 per minute (0.5/s)
+    assert await budget.try_take() == 0 and budget.on_fallback
+    assert await budget.try_take() == 0
+    assert await budget.try_take() == pytest.approx(2.0)
+    clock.now += 2.0
+    assert await budget.try_take() == 0
+    assert client.calls == 1  # Redis not retried while on the fallback
+    fallbacks = registry.get_sample_value(
+        "cryptoarb_rest_budget_fallbacks_total", {"exchange": "binance"}
+    )
+    assert fallbacks == 3
+    clock.now += RETRY_AFTER
+    assert await budget.try_take() == pytest.approx(0.0)  # retried, down again: fallback
+    assert client.calls == 2
+
+
+def test_shared_rate_limit_config() -> None:
+    cfg = config(feeds={"shared_rate_limit": {"snapshots_per_minute": 30}})
+    assert cfg.feeds.shared_rate_limit is not None
+    assert cfg.feeds.shared_rate_limit.burst == 4
+    assert config().feeds.shared_rate_limit is None
+    with pytest.raises(ConfigError, match=r"feeds\.shared_rate_limit\.snapshots_per_minute"):
+        config(feeds={"shared_rate_limit": {"snapshots_per_minute": 0}})
