@@ -5,7 +5,7 @@
 The simulator serves ``--symbols`` symbols x 2 exchanges at ``--rate`` messages/s in total.
 Run 1: one exporter process (core 1). Run 2: two exporter processes with ``shard: {index: 0|1,
 count: 2}`` (cores 0 and 1; the simulator shares core 0). Alternated ``--reps`` times. With 50
-symbols CRC32 splits them 25/25; with 20 it is 13/7 (hash balance needs many symbols).
+symbols rendezvous hashing splits them 20/30; with 20 it is 8/12 (balance needs many symbols).
 
 On this 2-core machine the simulator needs a core of its own and tops out near the rate one
 exporter process handles, so a saturation search cannot show the second process's headroom.
