@@ -26,13 +26,13 @@ test-unit: setup
 	$(PY) -m pytest -q tests/unit
 
 lint: setup
-	$(VENV)/bin/ruff check exporter tests bench grafana prometheus
-	$(VENV)/bin/ruff format --check exporter tests bench grafana prometheus
+	$(VENV)/bin/ruff check exporter tests bench grafana prometheus deploy
+	$(VENV)/bin/ruff format --check exporter tests bench grafana prometheus deploy
 	$(VENV)/bin/mypy --strict exporter
 
 format: setup
-	$(VENV)/bin/ruff format exporter tests bench grafana prometheus
-	$(VENV)/bin/ruff check --fix exporter tests bench grafana prometheus
+	$(VENV)/bin/ruff format exporter tests bench grafana prometheus deploy
+	$(VENV)/bin/ruff check --fix exporter tests bench grafana prometheus deploy
 
 dashboards: setup
 	$(PY) -W ignore grafana/generate.py
