@@ -183,7 +183,7 @@ class StateWriter:
         # Standalone: the registered Script (EVALSHA, SCRIPT LOAD on NOSCRIPT). Cluster and
         # sentinel modes pipeline EVALSHA (+ WAIT) themselves; _script is then a marker.
         self._script: ScriptCall | None = None
-        if isinstance(self._client, Redis):
+        if isinstance(self._client, Redis) and mode == "standalone":
             self._script = self._client.register_script(_FLUSH_LUA)
         elif self._client is not None:
             self._script = self._pipelined
@@ -227,6 +227,8 @@ class StateWriter:
         sentinel_master: str | None,
         sentinel_addresses: Sequence[str],
     ) -> Redis | RedisCluster:
+        if self._mode != "standalone":  # a reply may wait up to wait_timeout for WAIT
+            socket_timeout += self._wait_ms / 1000
         opts: dict[str, Any] = {
             "decode_responses": True,
             "socket_timeout": socket_timeout,
@@ -431,10 +433,11 @@ class StateWriter:
         for attempt in range(2):
             pipe: Any = client.pipeline(transaction=False)
             for keys, args, wait in calls:
+                # execute_command: the cluster pipeline blocks its evalsha()/eval() methods.
                 if attempt == 0:
-                    pipe.evalsha(self._sha, len(keys), *keys, *args)
+                    pipe.execute_command("EVALSHA", self._sha, len(keys), *keys, *args)
                 else:
-                    pipe.eval(_FLUSH_LUA, len(keys), *keys, *args)
+                    pipe.execute_command("EVAL", _FLUSH_LUA, len(keys), *keys, *args)
                 if wait:
                     target: dict[str, Any] = {}
                     if isinstance(client, RedisCluster):
