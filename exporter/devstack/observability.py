@@ -65,6 +65,7 @@ def prometheus_overlay(
                 alertmanager if t == COMPOSE_ALERTMANAGER else t for t in sc["targets"]
             ]
     for job in config["scrape_configs"]:
+        job.pop("dns_sd_configs", None)  # compose service discovery (the shards profile)
         for sc in job.get("static_configs", []):
             sc["targets"] = [
                 exporter if t == COMPOSE_EXPORTER else listen if job["job_name"] == "prometheus"

@@ -147,3 +147,25 @@ def test_secrets_are_files() -> None:
     assert referenced <= set(data["secrets"])
     exporter_env = data["services"]["exporter"]["environment"]
     assert exporter_env["CRYPTOARB_WEBHOOK_TOKEN_FILE"] == "/run/secrets/webhook_token"
+
+
+def test_shards_profile_runs_every_shard_once_and_prometheus_finds_them() -> None:
+    from exporter.config import load
+    from exporter.sharding import apply_shard
+
+    services = compose()["services"]
+    shards = {n: s for n, s in services.items() if "shards" in s.get("profiles", [])}
+    indexes = sorted(int(s["environment"]["CRYPTOARB_SHARD_INDEX"]) for s in shards.values())
+    counts = {int(s["environment"]["CRYPTOARB_SHARD_COUNT"]) for s in shards.values()}
+    assert len(shards) >= 2 and counts == {len(shards)} and indexes == list(range(len(shards)))
+    aliases = {tuple(s["networks"]["default"]["aliases"]) for s in shards.values()}
+    assert len(aliases) == 1
+    prom = yaml.safe_load((ROOT / "prometheus" / "prometheus.yml").read_text())
+    job = next(j for j in prom["scrape_configs"] if j["job_name"] == "cryptoarb")
+    assert [n for sd in job["dns_sd_configs"] for n in sd["names"]] == list(next(iter(aliases)))
+    # The shards' environment applied to the mounted config splits its symbols exactly.
+    owned: list[str] = []
+    for s in shards.values():
+        env = {k: str(v) for k, v in s["environment"].items() if k.startswith("CRYPTOARB_SHARD")}
+        owned += list(apply_shard(load(ROOT / "config.example.yaml", environ=env)).symbols)
+    assert sorted(owned) == sorted(load(ROOT / "config.example.yaml", environ={}).symbols)
