@@ -624,9 +624,9 @@ class StateWriter:
 
     @property
     def client(self) -> Redis | RedisCluster | None:
-        """The connection pool's client (None when disabled); summary reads use it.
-        Standalone and sentinel modes only (None in cluster mode)."""
-        return self._client if isinstance(self._client, Redis) else None
+        """The connection pool's client (None when disabled): the shard summaries' reads (a
+        cluster client scans every primary) and the shared REST budget (one key per call)."""
+        return self._client
 
     @property
     def reader(self) -> StateReader:

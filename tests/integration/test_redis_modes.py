@@ -322,3 +322,18 @@ async def test_sentinel_writer_follows_promotion(h: Harness) -> None:
 
 async def _stream_ns(client: aioredis.Redis, n: int) -> bool:
     return log_ns(await client.xrange("windows")) == list(range(n))
+
+
+async def test_cluster_shard_summaries_are_written_and_read_across_nodes(
+    h: Harness, cluster: ClusterHarness
+) -> None:
+    from exporter.store.summary import read_summaries, summary_key
+
+    w, _ = h.writer(cluster.url, mode="cluster")
+    shards = range(6)  # keys in several slots, on several primaries
+    assert len({key_slot(summary_key(i).encode()) for i in shards}) > 1
+    for i in shards:
+        w.put_value(summary_key(i), {"shard": i, "count": 6, "published_at": 1.0 + i})
+    assert await w.flush() is True
+    found = await read_summaries(w.client)
+    assert {i: s["shard"] for i, s in found.items()} == {i: i for i in shards}
