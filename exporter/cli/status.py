@@ -22,6 +22,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -397,22 +398,36 @@ def render_global(source: str, view: dict[str, Any], top: int) -> RenderableType
 
 
 def run_global(args: argparse.Namespace) -> int:
-    console = Console()
     source = args.redis_url.split("@")[-1]
+    return _show(
+        args,
+        lambda: fetch_global(args.redis_url, args.stale_after),
+        lambda data: render_global(source, data, args.top),
+    )
+
+
+def _show(
+    args: argparse.Namespace,
+    load: Callable[[], Any],
+    draw: Callable[[Any], RenderableType],
+) -> int:
+    """Print one view (exit 1 when unreachable), or redraw it every ``--interval`` with
+    ``--watch`` until Ctrl-C."""
+    console = Console()
 
     def view() -> RenderableType:
         try:
-            return render_global(source, fetch_global(args.redis_url, args.stale_after), args.top)
+            return draw(load())
         except Unreachable as err:
             return Text(str(err), style="red")
 
     if not args.watch:
         try:
-            data = fetch_global(args.redis_url, args.stale_after)
+            data = load()
         except Unreachable as err:
             print(f"status: {err}", file=sys.stderr)
             return 1
-        console.print(render_global(source, data, args.top))
+        console.print(draw(data))
         return 0
     try:
         with Live(view(), console=console, auto_refresh=False, screen=False) as live:
@@ -437,26 +452,8 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as err:  # same message and exit code as `run`
         print(err, file=sys.stderr)
         return 2
-    console = Console()
-
-    def view() -> RenderableType:
-        try:
-            return render(base, fetch(base, args.notional, args.windows, via), args.top)
-        except Unreachable as err:
-            return Text(str(err), style="red")
-
-    if not args.watch:
-        try:
-            data = fetch(base, args.notional, args.windows, via)
-        except Unreachable as err:
-            print(f"status: {err}", file=sys.stderr)
-            return 1
-        console.print(render(base, data, args.top))
-        return 0
-    try:
-        with Live(view(), console=console, auto_refresh=False, screen=False) as live:
-            while True:
-                time.sleep(max(0.2, args.interval))
-                live.update(view(), refresh=True)
-    except KeyboardInterrupt:
-        return 0
+    return _show(
+        args,
+        lambda: fetch(base, args.notional, args.windows, via),
+        lambda data: render(base, data, args.top),
+    )
