@@ -148,7 +148,7 @@ class Watchdog:
 
 
 @contextlib.asynccontextmanager
-async def watchdog(exp: Exporter) -> AsyncIterator[Watchdog]:
+async def watchdog(exp: Exporter, what: str = "") -> AsyncIterator[Watchdog]:
     dog = Watchdog(exp)
     task = asyncio.create_task(dog.run())
     try:
@@ -159,7 +159,7 @@ async def watchdog(exp: Exporter) -> AsyncIterator[Watchdog]:
             await task
     if task.done() and not task.cancelled() and task.exception() is not None:
         raise task.exception()  # type: ignore[misc]
-    assert not dog.violations, dog.violations[:5]
+    assert not dog.violations, (what, dog.violations[:5])
     assert dog.scrapes >= 3, "the watchdog must have scraped /metrics"
 
 
