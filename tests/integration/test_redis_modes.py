@@ -1,11 +1,13 @@
 """StateWriter and StateReader against a real Redis Cluster (6 nodes) and a real Sentinel setup
 (primary, replica, three sentinels): per-slot writes, WAIT durability, failover."""
 
+# ruff: noqa: F811  (pytest fixtures are parameters named like the imported fixtures)
+
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -18,6 +20,7 @@ from redis.crc import key_slot
 from exporter.config import ConfigError, parse
 from exporter.store.writer import StateWriter, slot_tags
 from tests.support.redis_cluster import ClusterHarness, SentinelHarness
+from tests.support.writers import Harness, h  # noqa: F401  (the `h` fixture)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -69,37 +72,6 @@ def test_slot_tags_cover_every_slot() -> None:
     tags = slot_tags()
     assert len(tags) == 16384
     assert all(key_slot(f"writer:{{{t}}}:x".encode()) == s for s, t in enumerate(tags))
-
-
-class Harness:
-    def __init__(self) -> None:
-        self.writers: list[StateWriter] = []
-        self.tasks: list[asyncio.Task[None]] = []
-
-    def writer(self, url: str | None, **kw: Any) -> tuple[StateWriter, CollectorRegistry]:
-        reg = CollectorRegistry()
-        kw.setdefault("flush_interval", 0.05)
-        kw.setdefault("backoff_cap", 0.2)
-        kw.setdefault("socket_timeout", 0.5)
-        w = StateWriter(url, registry=reg, **kw)
-        self.writers.append(w)
-        return w, reg
-
-    def run(self, w: StateWriter) -> asyncio.Task[None]:
-        task = asyncio.create_task(w.run())
-        self.tasks.append(task)
-        return task
-
-
-@pytest.fixture
-async def h() -> AsyncIterator[Harness]:
-    harness = Harness()
-    yield harness
-    for t in harness.tasks:
-        t.cancel()
-    await asyncio.gather(*harness.tasks, return_exceptions=True)
-    for w in harness.writers:
-        await w.close(timeout=0.5)
 
 
 @pytest.fixture(scope="module")

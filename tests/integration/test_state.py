@@ -16,11 +16,11 @@ from prometheus_client import CollectorRegistry
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from exporter.store.reader import StateUnavailable
-from exporter.store.writer import StateWriter
 
 # Also imported by tests/conftest.py; importing here keeps this module self-contained.
 from tests.support.fixtures import redis_server, redis_server_factory  # noqa: F401
 from tests.support.redis_server import RedisServer
+from tests.support.writers import Harness, h  # noqa: F401  (the `h` fixture)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -36,37 +36,6 @@ async def wait_until(cond: Callable[[], Any], limit: float = 5.0, what: str = ""
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what or cond}")
         await asyncio.sleep(0.02)
-
-
-class Harness:
-    def __init__(self) -> None:
-        self.writers: list[StateWriter] = []
-        self.tasks: list[asyncio.Task[None]] = []
-
-    def writer(self, url: str | None, **kw: Any) -> tuple[StateWriter, CollectorRegistry]:
-        reg = CollectorRegistry()
-        kw.setdefault("flush_interval", 0.05)
-        kw.setdefault("backoff_cap", 0.2)
-        kw.setdefault("socket_timeout", 0.5)
-        w = StateWriter(url, registry=reg, **kw)
-        self.writers.append(w)
-        return w, reg
-
-    def run(self, w: StateWriter) -> asyncio.Task[None]:
-        task = asyncio.create_task(w.run())
-        self.tasks.append(task)
-        return task
-
-
-@pytest.fixture
-async def h() -> AsyncIterator[Harness]:
-    harness = Harness()
-    yield harness
-    for t in harness.tasks:
-        t.cancel()
-    await asyncio.gather(*harness.tasks, return_exceptions=True)
-    for w in harness.writers:
-        await w.close(timeout=0.5)
 
 
 @pytest.fixture

@@ -23,11 +23,10 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
 
 from redis.crc import key_slot
 
-from tests.support.redis_server import REDIS_SERVER, RedisServer
+from tests.support.redis_server import REDIS_SERVER, Processes, RedisServer
 
 REDIS_CLI = shutil.which("redis-cli") or "/usr/bin/redis-cli"
 PORT_LOW, PORT_HIGH = 20_000, 55_535
@@ -81,7 +80,7 @@ def wait_for(cond: object, limit: float, what: str) -> None:
         time.sleep(0.05)
 
 
-class ClusterHarness:
+class ClusterHarness(Processes):
     def __init__(self, masters: int = 3, replicas: int = 1, node_timeout_ms: int = 2000) -> None:
         self.masters = masters
         self.replicas = replicas
@@ -173,23 +172,8 @@ class ClusterHarness:
         for node in self.nodes:
             node.cleanup()
 
-    def __enter__(self) -> ClusterHarness:
-        try:
-            return self.start()
-        except BaseException:
-            self.cleanup()
-            raise
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.cleanup()
-
-
-class SentinelHarness:
+class SentinelHarness(Processes):
     MASTER = "mymaster"
 
     def __init__(self, sentinels: int = 3, down_after_ms: int = 1000) -> None:
@@ -278,18 +262,3 @@ class SentinelHarness:
         self.primary.cleanup()
         self.replica.cleanup()
         shutil.rmtree(self.dir, ignore_errors=True)
-
-    def __enter__(self) -> SentinelHarness:
-        try:
-            return self.start()
-        except BaseException:
-            self.cleanup()
-            raise
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.cleanup()

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 
@@ -33,7 +34,32 @@ class ServerTLS:
     ca_file: Path
 
 
-class RedisServer:
+class Processes:
+    """``with``: ``start()`` (its processes cleaned up if it fails), ``cleanup()`` on exit."""
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def cleanup(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        try:
+            return self.start()
+        except BaseException:
+            self.cleanup()
+            raise
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.cleanup()
+
+
+class RedisServer(Processes):
     """``redis-server --save "" --appendonly no`` on 127.0.0.1:<free port>.
 
     ``stop()`` (SIGTERM, or ``save=True`` for SHUTDOWN SAVE so a restart keeps the data),
@@ -181,14 +207,3 @@ class RedisServer:
         self.kill()
         if self._own_dir:
             shutil.rmtree(self.data_dir, ignore_errors=True)
-
-    def __enter__(self) -> RedisServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.cleanup()
