@@ -43,6 +43,12 @@ class _Strict(BaseModel):
 class MarketOverride(_Strict):
     taker_fee: float | None = Field(default=None, ge=0, lt=1)
     stale_after: float | None = Field(default=None, gt=0)
+    # Replay of files without a sidecar (e.g. Tardis downloads): the market's minimum order
+    # cost (quote) and amount (base), which ccxt's listing gives in a live run.
+    min_cost: float | None = Field(default=None, ge=0)
+    min_amount: float | None = Field(default=None, ge=0)
+    # The market's symbol in Tardis files when the automatic mapping does not fit.
+    tardis_symbol: str | None = Field(default=None, min_length=1)
 
 
 class ExchangeConfig(_Strict):
@@ -54,6 +60,8 @@ class ExchangeConfig(_Strict):
     # The limit passed to ccxt's watch_order_book (default: from the venue's watch profile,
     # the smallest supported value >= feeds.depth); checked against the profile.
     depth: int | None = Field(default=None, ge=1)
+    # The exchange's id in Tardis files when the automatic mapping does not fit.
+    tardis_exchange: str | None = Field(default=None, min_length=1)
     ccxt: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("ccxt")
@@ -246,6 +254,20 @@ class WebhookConfig(_Strict):
     max_body_bytes: int = Field(default=1 << 20, ge=1024)
 
 
+class RecordConfig(_Strict):
+    """Bounds of ``record`` / ``run --record``: the oldest files go first when the output
+    passes ``max_bytes`` or ``retention_days``."""
+
+    max_bytes: int = Field(default=10 * 1024**3, ge=1024 * 1024)
+    retention_days: float = Field(default=7.0, gt=0)
+
+
+class ReplayConfig(_Strict):
+    """``replay``: the key prefix of what it writes to Redis (only with ``--redis.url``)."""
+
+    key_prefix: str = Field(default="replay:", min_length=1)
+
+
 class ShardConfig(_Strict):
     """This process's shard: ``index`` in ``0..count-1`` (``auto`` in the file or the
     environment: the ordinal suffix of the hostname, ``arb-exporter-2`` -> 2, resolved by
@@ -303,6 +325,8 @@ class Config(_Strict):
     insights: InsightsConfig = Field(default_factory=InsightsConfig)
     webhook: WebhookConfig = Field(default_factory=WebhookConfig)
     shard: ShardConfig = Field(default_factory=ShardConfig)
+    record: RecordConfig = Field(default_factory=RecordConfig)
+    replay: ReplayConfig = Field(default_factory=ReplayConfig)
 
     @field_validator("notionals")
     @classmethod
