@@ -178,6 +178,9 @@ class MarketInfo:
     taker_fee: float
     min_cost: float
     min_amount: float
+    # ccxt's precision of price and amount (its precisionMode's units); kept for recordings
+    price_precision: float | None = None
+    amount_precision: float | None = None
 
 
 class LogSink(Protocol):

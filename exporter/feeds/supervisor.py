@@ -135,6 +135,13 @@ def copy_levels(
     return tuple(zip(prices, qtys, strict=True))
 
 
+def _optional_float(value: Any) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
 class RestGate:
     """Exchange-wide pause after a rate-limit answer: a Retry-After (or a 418 ban) is about
     the IP, so every market of the exchange waits, not just the one that was refused."""
@@ -432,10 +439,13 @@ class ExchangeFeeds:
                 log.error("%s: market %s is not listed; not watched", self.exchange_id, market)
                 continue
             limits = m.get("limits") or {}
+            precision = m.get("precision") or {}
             self.market_info[market] = MarketInfo(
                 taker_fee=float(m.get("taker") or 0.0),
                 min_cost=float((limits.get("cost") or {}).get("min") or 0.0),
                 min_amount=float((limits.get("amount") or {}).get("min") or 0.0),
+                price_precision=_optional_float(precision.get("price")),
+                amount_precision=_optional_float(precision.get("amount")),
             )
         self.sink.on_markets(self.exchange_id, self.market_info)
         self.ready.set()
