@@ -5,7 +5,8 @@ cd "$(dirname "$0")/.."
 
 VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3}
-APT_PACKAGES=(redis-server redis-tools prometheus prometheus-alertmanager)
+# chromium (+ a font for its text) renders the HTML replay report in tests/integration/test_report_html.py
+APT_PACKAGES=(redis-server redis-tools prometheus prometheus-alertmanager chromium fonts-dejavu-core)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
@@ -23,5 +24,5 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
 "$VENV/bin/python" -m pip install -q --upgrade pip
-"$VENV/bin/python" -m pip install -q -e '.[dev]'
+"$VENV/bin/python" -m pip install -q -e '.[dev,report]'
 echo "setup: done ($VENV)"
