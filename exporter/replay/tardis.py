@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime
 import gzip
 import heapq
+import io
 import json
 import logging
 import math
@@ -20,7 +21,7 @@ import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from exporter.config import Config
 from exporter.model import FeedKey, MarketInfo
@@ -247,7 +248,9 @@ def _lines(path: Path, stats: ReadStats) -> Iterator[str]:
     try:
         magic = raw.read(2)
         raw.seek(0)
-        src: IO[bytes] = gzip.GzipFile(fileobj=raw, mode="rb") if magic == _GZIP_MAGIC else raw
+        src: io.BufferedIOBase = (
+            gzip.GzipFile(fileobj=raw, mode="rb") if magic == _GZIP_MAGIC else raw
+        )
         tail = b""
         while True:
             try:
