@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import (
@@ -40,6 +41,7 @@ from exporter.memory import (
     malloc_trimmer,
 )
 from exporter.model import BookSnapshot, BookStatus, CloseReason, FeedKey, MarketInfo
+from exporter.replay.recorder import Recorder
 from exporter.sharding import apply_shard
 from exporter.store.publisher import TickerPublisher
 from exporter.store.summary import SUMMARY_INTERVAL, SummaryPublisher
@@ -50,22 +52,36 @@ log = logging.getLogger(__name__)
 
 class _FeedEvents:
     """The feeds' sink: books and status changes to the market state, fresh market terms to
-    the fee table, latency samples to the intelligence timer."""
+    the fee table, latency samples to the intelligence timer; all three to the recorder when
+    one is configured (``record`` / ``run --record``)."""
 
-    def __init__(self, state: MarketState, fees: FeeTable, intel: Intelligence) -> None:
+    def __init__(
+        self,
+        state: MarketState,
+        fees: FeeTable,
+        intel: Intelligence,
+        recorder: Recorder | None = None,
+    ) -> None:
         self._state = state
         self._fees = fees
         self._intel = intel
+        self._recorder = recorder
 
     def on_book(self, snap: BookSnapshot) -> None:
         self._state.on_book(snap)
         self._intel.observe_book(snap)
+        if self._recorder is not None:
+            self._recorder.on_book(snap)
 
     def on_status(self, exchange: str, market: str) -> None:
         self._state.on_feed_status(exchange, market)
+        if self._recorder is not None:
+            self._recorder.on_status(exchange, market)
 
     def on_markets(self, exchange: str, markets: Mapping[str, MarketInfo]) -> None:
         self._fees.load(exchange, markets)
+        if self._recorder is not None:
+            self._recorder.on_markets(exchange, markets)
 
 
 class Exporter:
@@ -74,6 +90,7 @@ class Exporter:
         config: Config,
         web_config: WebConfigFile | None = None,
         clock: Clock = SYSTEM_CLOCK,
+        record_dir: Path | None = None,
     ) -> None:
         config = apply_shard(config)  # this process's symbols only (`shard: {index, count}`)
         if not config.symbols:
@@ -122,7 +139,11 @@ class Exporter:
         self.summary = SummaryPublisher(
             self.state, self.writer, config.shard.index, config.shard.count
         )
-        events = _FeedEvents(self.state, self.fees, self.intel)
+        # Books as the exporter computes on them, to Tardis files (exporter/replay/).
+        self.recorder = (
+            Recorder(config, record_dir, self.registry, clock) if record_dir is not None else None
+        )
+        events = _FeedEvents(self.state, self.fees, self.intel, self.recorder)
         settings = FeedSettings(
             depth=config.feeds.depth,
             watch_timeout=config.feeds.stale_after,
@@ -210,11 +231,15 @@ class Exporter:
                 ]
                 timers.append(tg.create_task(self.intel.run(), name="intelligence"))
                 timers.append(tg.create_task(freeze_heap_after_startup(), name="heap-freeze"))
+                if self.recorder is not None:
+                    timers.append(tg.create_task(self.recorder.run(), name="recorder"))
                 if started is not None:
                     await started(self)
                 await self._stopping.wait()
                 await self._shutdown(feeds, writer, timers)
         finally:
+            if self.recorder is not None:  # already closed after a clean shutdown
+                await self.recorder.close()
             await self.server.stop()
 
     async def _shutdown(
@@ -231,6 +256,8 @@ class Exporter:
             log.warning(
                 "shutdown: still stopping after 5 s: %s", ", ".join(t.get_name() for t in pending)
             )
+        if self.recorder is not None:  # the feeds are stopped: the files end complete
+            await self.recorder.close()
         closed = self.state.close_all(CloseReason.SHUTDOWN)
         self.publisher.publish()
         writer.cancel()

@@ -1,4 +1,4 @@
-"""Command line: ``arb-exporter run | demo | simulate | check-config | status``.
+"""Command line: ``arb-exporter run | record | demo | simulate | check-config | status``.
 
 Exit codes: 0 success, 2 bad configuration or usage, 1 runtime failure.
 """
@@ -57,7 +57,22 @@ def _parser() -> argparse.ArgumentParser:
         dest="web_config_file",
         help="TLS and basic auth (Prometheus exporter-toolkit web-config format)",
     )
+    run.add_argument(
+        "--record", dest="record_dir", metavar="DIR",
+        help="also record the books to DIR (Tardis incremental_book_L2 files)",
+    )  # fmt: skip
     _add_common(run)
+
+    rec = sub.add_parser("record", help="record the configured books to Tardis files (no Redis)")
+    rec.add_argument("--config.file", dest="config_file", required=True, help="YAML config")
+    rec.add_argument("--out", dest="record_dir", required=True, metavar="DIR",
+                     help="output directory (created if missing)")  # fmt: skip
+    rec.add_argument("--duration", type=float, metavar="S",
+                     help="stop after S seconds (default: until SIGINT/SIGTERM)")  # fmt: skip
+    rec.add_argument(
+        "--web.listen-address", dest="listen_address", help="override web.listen_address"
+    )
+    _add_common(rec)
 
     check = sub.add_parser("check-config", help="validate a config file; exit 2 on problems")
     check.add_argument("path", nargs="?", help="config file (or use --config.file)")
@@ -129,13 +144,20 @@ def _with_listen(config: Config, listen: str | None) -> Config:
     return parse(data, "command line", environ={})
 
 
-async def _serve(config: Config, web_config: WebConfigFile | None = None) -> int:
+async def _serve(
+    config: Config,
+    web_config: WebConfigFile | None = None,
+    record_dir: Path | None = None,
+    duration: float | None = None,
+) -> int:
     from exporter.app import Exporter
 
-    exporter = Exporter(config, web_config)
+    exporter = Exporter(config, web_config, record_dir=record_dir)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, exporter.stop)
+    if duration is not None:
+        loop.call_later(duration, exporter.stop)
     await exporter.run()
     # Windows are closed and Redis flushed by now. A library task that ignores cancellation
     # must not keep the process alive (asyncio.run would wait for it forever).
@@ -161,7 +183,43 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as err:
         print(err, file=sys.stderr)
         return EXIT_CONFIG
-    return asyncio.run(_serve(config, web_config))
+    record_dir = _record_dir(args.record_dir) if args.record_dir else None
+    if args.record_dir and record_dir is None:
+        return EXIT_CONFIG
+    return asyncio.run(_serve(config, web_config, record_dir))
+
+
+def _record_dir(path: str) -> Path | None:
+    """The output directory, created; None (reported) when it cannot be."""
+    out = Path(path)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        print(f"cannot create the record directory {out}: {err}", file=sys.stderr)
+        return None
+    return out
+
+
+def cmd_record(args: argparse.Namespace) -> int:
+    """The configured books to Tardis files, with the same feeds as ``run`` and no Redis."""
+    config = _load_or_report(args.config_file)
+    if config is None:
+        return EXIT_CONFIG
+    if args.duration is not None and not args.duration > 0:
+        print("record: --duration must be > 0 seconds", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        config = _with_listen(config, args.listen_address)
+        data = config.model_dump(mode="python")
+        data["redis"]["url"] = None  # recording needs no Redis
+        config = parse(data, "command line", environ={})
+    except ConfigError as err:
+        print(err, file=sys.stderr)
+        return EXIT_CONFIG
+    record_dir = _record_dir(args.record_dir)
+    if record_dir is None:
+        return EXIT_CONFIG
+    return asyncio.run(_serve(config, record_dir=record_dir, duration=args.duration))
 
 
 def demo_config(
@@ -263,6 +321,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_check_config(args)
         if args.command == "run":
             return cmd_run(args)
+        if args.command == "record":
+            return cmd_record(args)
         if args.command == "demo":
             return cmd_demo(args)
         if args.command == "status":
