@@ -85,63 +85,78 @@ def evaluate(
 ) -> Fill:
     """Net profit and ROI of buying ``notional`` (canonical quote) on ``buy``, selling on
     ``sell``; ``Fill(fillable=False)`` without profit/ROI when not fillable."""
+    return _evaluate(buy, sell, notional, transfer_cost, rebalance_cost_bps)[0]
+
+
+def _evaluate(
+    buy: Leg, sell: Leg, notional: float, transfer_cost: float, rebalance_cost_bps: float
+) -> tuple[Fill, int, int]:
+    """:func:`evaluate`, and the reach of each walk (see :func:`evaluate_pair_reach`)."""
     if not notional > 0.0:
-        return Fill(notional, False)
+        return Fill(notional, False), 0, 0
     q_a = notional / buy.rate
     if q_a < buy.min_cost * (1.0 - REL_TOL):
-        return Fill(notional, False)
+        return Fill(notional, False), 0, 0
 
     # Walk A's asks spending q_a.
+    levels = buy.levels
     remaining = q_a
     base = 0.0
-    for price, qty in buy.levels:
+    reach_a = len(levels) + 1  # walked off the end: the answer depends on the count too
+    for i, (price, qty) in enumerate(levels):
         cost = price * qty
         if cost >= remaining:
             base += remaining / price
+            reach_a = i + 1
             break
         base += qty
         remaining -= cost
     else:
         if remaining > q_a * REL_TOL:
-            return Fill(notional, False)
+            return Fill(notional, False), reach_a, 0
     if base < buy.min_amount * (1.0 - REL_TOL):
-        return Fill(notional, False)
+        return Fill(notional, False), reach_a, 0
 
     # Sell b' into B's bids.
     to_sell = base * (1.0 - buy.fee) - transfer_cost
     if not to_sell > 0.0 or to_sell < sell.min_amount * (1.0 - REL_TOL):
-        return Fill(notional, False)
+        return Fill(notional, False), reach_a, 0
+    levels = sell.levels
     left = to_sell
     proceeds = 0.0
-    for price, qty in sell.levels:
+    reach_b = len(levels) + 1
+    for j, (price, qty) in enumerate(levels):
         if qty >= left:
             proceeds += left * price
+            reach_b = j + 1
             break
         proceeds += price * qty
         left -= qty
     else:
         if left > to_sell * REL_TOL:
-            return Fill(notional, False)
+            return Fill(notional, False), reach_a, reach_b
     if proceeds < sell.min_cost * (1.0 - REL_TOL):
-        return Fill(notional, False)
+        return Fill(notional, False), reach_a, reach_b
 
     profit = (
         proceeds * (1.0 - sell.fee) * sell.rate - notional - notional * rebalance_cost_bps * _BPS
     )
-    return Fill(notional=notional, fillable=True, net_profit=profit, net_roi=profit / notional)
+    fill = Fill(notional=notional, fillable=True, net_profit=profit, net_roi=profit / notional)
+    return fill, reach_a, reach_b
 
 
-def _base_for_amount(levels: tuple[Level, ...], amount: float) -> float | None:
-    """Base quantity whose cumulative ``price*qty`` reaches ``amount``; None beyond depth."""
+def _base_for_amount(levels: tuple[Level, ...], amount: float) -> tuple[float | None, int]:
+    """Base quantity whose cumulative ``price*qty`` reaches ``amount`` (None beyond depth),
+    and the number of levels read (``len + 1`` when the walk ran off the end)."""
     remaining = amount
     base = 0.0
-    for price, qty in levels:
+    for i, (price, qty) in enumerate(levels):
         cost = price * qty
         if cost >= remaining:
-            return base + remaining / price
+            return base + remaining / price, i + 1
         base += qty
         remaining -= cost
-    return base if remaining <= amount * REL_TOL else None
+    return (base if remaining <= amount * REL_TOL else None), len(levels) + 1
 
 
 def size_optimum(
@@ -167,12 +182,19 @@ def size_optimum(
       break-even (and, if profit was still increasing, the optimum) is a lower bound.
     * ``None`` when no fillable ``Q > 0`` has net profit >= 0.
     """
+    return _size_optimum(buy, sell, transfer_cost, rebalance_cost_bps)[0]
+
+
+def _size_optimum(
+    buy: Leg, sell: Leg, transfer_cost: float, rebalance_cost_bps: float
+) -> tuple[SizeOptimum | None, int, int]:
+    """:func:`size_optimum`, and the reach of each walk (see :func:`evaluate_pair_reach`)."""
     asks = buy.levels
     bids = sell.levels
     n = len(asks)
     m = len(bids)
     if n == 0 or m == 0:
-        return None
+        return None, n + 1, m + 1
     keep = 1.0 - buy.fee  # base kept per base bought
     t = transfer_cost
     r_a = buy.rate
@@ -186,16 +208,17 @@ def size_optimum(
     v = (sell.min_amount + t) / keep
     if v > b_lo:
         b_lo = v
+    reach_a = reach_b = 0  # levels read by the minimum-cost walks
     if buy.min_cost > 0.0:
-        found = _base_for_amount(asks, buy.min_cost)
+        found, reach_a = _base_for_amount(asks, buy.min_cost)
         if found is None:
-            return None
+            return None, reach_a, 0
         if found > b_lo:
             b_lo = found
     if sell.min_cost > 0.0:
-        found = _base_for_amount(bids, sell.min_cost)
+        found, reach_b = _base_for_amount(bids, sell.min_cost)
         if found is None:
-            return None
+            return None, reach_a, reach_b
         v = (found + t) / keep
         if v > b_lo:
             b_lo = v
@@ -209,8 +232,10 @@ def size_optimum(
         ab += qty
         ac += price * qty
         i += 1
+    # From here on the walkers have read levels 0..i of A and 0..j of B (i == n: all of
+    # them, and the count matters), so the reach is i + 1 and j + 1.
     if i == n and b_lo > ab:
-        return None
+        return None, max(reach_a, i + 1), reach_b
     # Position B's walker at x_lo = b'(b_lo): j = current level, bb/bp = base/proceeds before j.
     x_lo = keep * b_lo - t
     if x_lo < 0.0:
@@ -224,7 +249,7 @@ def size_optimum(
         bp += price * qty
         j += 1
     if j == m and x_lo > bb:
-        return None
+        return None, max(reach_a, i + 1), max(reach_b, j + 1)
 
     cost = ac + (b_lo - ab) * asks[i][0] if i < n else ac
     proceeds = bp + (x_lo - bb) * bids[j][0] if j < m else bp
@@ -294,14 +319,17 @@ def size_optimum(
             if i == n or j == m:
                 break
 
+    reach_a = max(reach_a, i + 1)
+    reach_b = max(reach_b, j + 1)
     if best_profit < 0.0 or breakeven < 0.0:
-        return None
-    return SizeOptimum(
+        return None, reach_a, reach_b
+    optimum = SizeOptimum(
         breakeven_notional=breakeven,
         optimal_notional=best_q,
         optimal_net_profit=best_profit,
         capped=exhausted and prev_profit >= 0.0,
     )
+    return optimum, reach_a, reach_b
 
 
 def evaluate_pair(
@@ -320,16 +348,49 @@ def evaluate_pair(
     Both legs must have at least one level (the caller only pairs live books); otherwise
     ``ValueError``.
     """
+    return evaluate_pair_reach(
+        symbol, buy_exchange, sell_exchange, buy, sell, notionals,
+        transfer_cost, rebalance_cost_bps, computed_at,
+    )[0]  # fmt: skip
+
+
+def evaluate_pair_reach(
+    symbol: str,
+    buy_exchange: str,
+    sell_exchange: str,
+    buy: Leg,
+    sell: Leg,
+    notionals: Sequence[float],
+    transfer_cost: float,
+    rebalance_cost_bps: float,
+    computed_at: float,
+) -> tuple[PairResult, int, int]:
+    """:func:`evaluate_pair`, and how many leading levels of ``buy.levels`` and
+    ``sell.levels`` it read (its reach). A walk that ran off the end of a leg reports
+    ``len + 1``: its answer ("not fillable at this depth", a capped optimum) depends on the
+    count of levels too. So the result is the same for any other levels whose first
+    ``reach`` entries are equal to these (same fees, rates, minimums and costs): a book
+    update beyond the reach of both legs cannot change it (MarketState skips it then)."""
     if not buy.levels or not sell.levels:
         raise ValueError("evaluate_pair needs at least one level on each leg")
     spread = gross_spread(buy.levels[0][0], buy.rate, sell.levels[0][0], sell.rate)
-    fills = tuple(evaluate(buy, sell, q, transfer_cost, rebalance_cost_bps) for q in notionals)
-    return PairResult(
+    reach_a = reach_b = 1  # the top of both books (gross spread)
+    fills = []
+    for q in notionals:
+        fill, ra, rb = _evaluate(buy, sell, q, transfer_cost, rebalance_cost_bps)
+        fills.append(fill)
+        if ra > reach_a:
+            reach_a = ra
+        if rb > reach_b:
+            reach_b = rb
+    optimum, ra, rb = _size_optimum(buy, sell, transfer_cost, rebalance_cost_bps)
+    result = PairResult(
         symbol=symbol,
         buy_exchange=buy_exchange,
         sell_exchange=sell_exchange,
         gross_spread=spread,
-        fills=fills,
-        optimum=size_optimum(buy, sell, transfer_cost, rebalance_cost_bps),
+        fills=tuple(fills),
+        optimum=optimum,
         computed_at=computed_at,
     )
+    return result, max(reach_a, ra), max(reach_b, rb)

@@ -17,7 +17,7 @@ import logging
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
-from exporter.analytics.arbitrage import Leg, evaluate, evaluate_pair
+from exporter.analytics.arbitrage import Leg, evaluate, evaluate_pair_reach
 from exporter.analytics.book import book_metrics
 from exporter.analytics.windows import WindowKey, WindowTracker, window_entry
 from exporter.clock import SYSTEM_CLOCK, Clock
@@ -34,6 +34,7 @@ from exporter.model import (
     ErrorReason,
     FeedKey,
     Fill,
+    Level,
     LogSink,
     MarketInfo,
     PairKey,
@@ -62,6 +63,36 @@ class BookView:
     market: str
     status: BookStatus
     record: BookRecord | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Evaluated:
+    """A pair's last evaluation with everything it read: the levels (up to ``reach_*``
+    of them, see ``evaluate_pair_reach``) and the legs' terms and rates."""
+
+    asks: tuple[Level, ...]
+    bids: tuple[Level, ...]
+    reach_a: int
+    reach_b: int
+    buy_terms: tuple[float, float, float, float]  # fee, rate, min_cost, min_amount
+    sell_terms: tuple[float, float, float, float]
+    result: PairResult
+
+    def still_valid(
+        self,
+        asks: tuple[Level, ...],
+        bids: tuple[Level, ...],
+        buy_terms: tuple[float, float, float, float],
+        sell_terms: tuple[float, float, float, float],
+    ) -> bool:
+        """Nothing the evaluation read has changed: its result stands as it is."""
+        ra, rb = self.reach_a, self.reach_b
+        return (
+            buy_terms == self.buy_terms
+            and sell_terms == self.sell_terms
+            and (asks is self.asks or asks[:ra] == self.asks[:ra])
+            and (bids is self.bids or bids[:rb] == self.bids[:rb])
+        )
 
 
 _CLOSE_REASON = {
@@ -123,6 +154,15 @@ class MarketState:
         self._routes_of: dict[str, list[tuple[str, str]]] = {
             s: config.routes_for(s) for s in self.symbols
         }
+        # Per-pair constants and each pair's last evaluation (re-evaluated only when
+        # something it read changed).
+        self._transfer: dict[PairKey, float] = {
+            k: self._transfer_cost(k[1], k[0]) for k in self._pair_keys
+        }
+        self._evaluated: dict[PairKey, _Evaluated] = {}
+        self._rate_src: dict[tuple[str, str], float | tuple[FeedKey, bool]] = {}
+        self._notionals = tuple(config.notionals)
+        self._bands = tuple(config.bands)
         self.windows.register(self.window_keys())
         # Benchmark hook (off by default): called once the state reflects a snapshot.
         self.on_published: Callable[[BookSnapshot], None] | None = None
@@ -247,14 +287,12 @@ class MarketState:
 
     def rate(self, symbol: str, market: str, now: float | None = None) -> float | None:
         """r(q -> C) for a market of ``symbol``; None when its conversion book is not live."""
-        quote = market.split("/")[1]
-        if quote == self.config.canonical_quote(symbol):
-            return 1.0
-        conv = self.config.quote_conversion[quote]
-        if conv.rate is not None:
-            return conv.rate
-        assert conv.book is not None
-        key = FeedKey((conv.book.exchange, conv.book.market))
+        src = self._rate_src.get((symbol, market))
+        if src is None:
+            src = self._rate_src[(symbol, market)] = self._rate_source(symbol, market)
+        if isinstance(src, float):
+            return src
+        key, direct = src
         snap = self._conversion.get(key)
         now = self.clock.monotonic() if now is None else now
         if snap is None or not self._live(key, now):
@@ -263,7 +301,21 @@ class MarketState:
         if bid is None or ask is None:
             return None
         mid = (bid + ask) / 2
-        return mid if conv.book.market.split("/")[0] == quote else 1.0 / mid
+        return mid if direct else 1.0 / mid
+
+    def _rate_source(self, symbol: str, market: str) -> float | tuple[FeedKey, bool]:
+        """Where a market's rate comes from, resolved once: a fixed rate (1.0 for the
+        canonical quote), or the conversion book and whether its mid is the rate itself
+        (its base is the market's quote) or the inverse."""
+        quote = market.split("/")[1]
+        if quote == self.config.canonical_quote(symbol):
+            return 1.0
+        conv = self.config.quote_conversion[quote]
+        if conv.rate is not None:
+            return conv.rate
+        assert conv.book is not None
+        key = FeedKey((conv.book.exchange, conv.book.market))
+        return key, conv.book.market.split("/")[0] == quote
 
     # -- status decisions ----------------------------------------------------------------
     def _decide(self, feed: FeedKey, now: float) -> BookStatus:
@@ -306,7 +358,7 @@ class MarketState:
                 prev is None or prev.snapshot.bids != snap.bids or prev.snapshot.asks != snap.asks
             )
             changed_mono = snap.received_mono if changed or prev is None else prev.changed_mono
-            self._store_book(snap, changed_mono, now)
+            self._store_book(snap, changed_mono, now, same_levels=not changed)
             st = self._decide(feed, now)
             if snap.crossed:
                 self.feeds[feed].errors[ErrorReason.CROSSED] += 1
@@ -340,11 +392,25 @@ class MarketState:
             for sym in users:
                 self._rate_dirty.setdefault(sym, now)
 
-    def _store_book(self, snap: BookSnapshot, changed_mono: float, now: float) -> None:
+    def _store_book(
+        self, snap: BookSnapshot, changed_mono: float, now: float, same_levels: bool = False
+    ) -> None:
+        """Store a book's record; ``same_levels``: the previous record holds the same levels."""
         key = BookKey((snap.exchange, snap.symbol))
         rate = self.rate(snap.symbol, snap.market, now)
-        metrics = book_metrics(snap, rate, self.config.bands) if rate is not None else None
         terms = self.fees.get(*self._feed_of[key])
+        prev = self._records.get(key)
+        if prev is not None and prev.rate == rate and prev.terms == terms:
+            if prev.snapshot is snap and prev.changed_mono == changed_mono:
+                # A conversion-rate refresh of a book whose rate did not move: the same record.
+                self._dirty.add(key)
+                return
+            if same_levels or prev.snapshot is snap:
+                metrics = prev.metrics  # the same levels at the same rate
+            else:
+                metrics = book_metrics(snap, rate, self._bands) if rate is not None else None
+        else:
+            metrics = book_metrics(snap, rate, self._bands) if rate is not None else None
         self._records[key] = BookRecord(snap, metrics, rate, changed_mono, terms)
         self._dirty.add(key)
 
@@ -413,11 +479,26 @@ class MarketState:
             return None
         return buy[0], sell[0]
 
+    def _live_record(self, exchange: str, symbol: str, now: float) -> BookRecord | None:
+        """The book's record when it can be a leg: live, with a rate and terms."""
+        key = BookKey((exchange, symbol))
+        rec = self._records.get(key)
+        if rec is None or rec.rate is None or rec.terms is None or not self._book_live(key, now):
+            return None
+        return rec
+
     def _evaluate_pair(self, symbol: str, a: str, b: str, now_wall: float, now: float) -> None:
         key = (symbol, a, b)
-        legs = self._legs(symbol, a, b, now)
-        if legs is None:
+        buy = self._live_record(a, symbol, now)
+        sell = self._live_record(b, symbol, now) if buy is not None else None
+        if (
+            buy is None
+            or sell is None
+            or abs(buy.snapshot.received_mono - sell.snapshot.received_mono)
+            > self.config.feeds.max_book_skew
+        ):
             self._pairs.pop(key, None)
+            self._evaluated.pop(key, None)
             # A book that is not live closes windows with its own reason (stale, crossed,
             # feed_down), not as if the opportunity had merely vanished.
             reason = self._not_live_reason(symbol, (a, b), now)
@@ -428,17 +509,33 @@ class MarketState:
                 else:
                     self.windows.observe(wkey, None, None, now_wall)
             return
-        result = evaluate_pair(
-            symbol,
-            a,
-            b,
-            legs[0],
-            legs[1],
-            self.config.notionals,
-            transfer_cost=self._transfer_cost(a, symbol),
-            rebalance_cost_bps=self.config.execution.rebalance_cost_bps,
-            computed_at=now_wall,
-        )
+        bt, st = buy.terms, sell.terms
+        assert bt is not None and st is not None and buy.rate is not None and sell.rate is not None
+        buy_terms = (bt.taker_fee, buy.rate, bt.min_cost, bt.min_amount)
+        sell_terms = (st.taker_fee, sell.rate, st.min_cost, st.min_amount)
+        asks, bids = buy.snapshot.asks, sell.snapshot.bids
+        last = self._evaluated.get(key)
+        if last is not None and last.still_valid(asks, bids, buy_terms, sell_terms):
+            # Nothing within reach of either walk changed: the same figures, computed now.
+            old = last.result
+            result = PairResult(
+                symbol, a, b, old.gross_spread, old.fills, old.optimum, computed_at=now_wall
+            )
+        else:
+            result, reach_a, reach_b = evaluate_pair_reach(
+                symbol,
+                a,
+                b,
+                Leg(asks, *buy_terms),
+                Leg(bids, *sell_terms),
+                self._notionals,
+                transfer_cost=self._transfer[key],
+                rebalance_cost_bps=self.config.execution.rebalance_cost_bps,
+                computed_at=now_wall,
+            )
+            self._evaluated[key] = _Evaluated(
+                asks, bids, reach_a, reach_b, buy_terms, sell_terms, result
+            )
         self._pairs[key] = result
         for fill in result.fills:
             self.windows.observe(
