@@ -30,8 +30,11 @@ ROI_WIDTH, HIST_WIDTH, CHART_HEIGHT = 760, 260, 220
 ROI_MARK, WINDOW_MARK, DURATION_MARK = "roi", "windows", "durations"
 
 
-class ReportExtraMissing(RuntimeError):
-    """altair or vl-convert-python is not installed (the replay CLI exits 2 on it)."""
+class ReportExtraMissing(RuntimeError, ImportError):
+    """altair or vl-convert-python is not installed (the replay CLI exits 2 on it).
+
+    Also an ImportError, so that callers guarding the optional import catch it as well.
+    """
 
 
 def _load_extra() -> tuple[ModuleType, ModuleType]:
@@ -39,8 +42,15 @@ def _load_extra() -> tuple[ModuleType, ModuleType]:
         import altair
         import vl_convert
     except ImportError as exc:
-        raise ReportExtraMissing(f"{INSTALL_HINT} ({exc.name} is missing)") from exc
+        missing = ReportExtraMissing(f"{INSTALL_HINT} ({exc.name} is missing)")
+        missing.name = exc.name
+        raise missing from exc
     return altair, vl_convert
+
+
+def require_extra() -> None:
+    """Raise ReportExtraMissing now (before a long replay) rather than when rendering."""
+    _load_extra()
 
 
 @functools.cache
