@@ -1,0 +1,132 @@
+"""An L2 order book rebuilt from Tardis ``incremental_book_L2`` rows.
+
+Each side is a dict price -> amount plus the sorted list of its prices, so a row costs one
+dict operation and one bisect (O(log n) search; the list insert/delete is a memmove), and
+the top-K copy handed to the market state slices the sorted list. The copy is cached and
+rebuilt only when a change reaches the top K levels, which most deep-book rows do not.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Iterable
+
+from exporter.model import Level
+
+
+class BadLevel(ValueError):
+    """A row with a price or amount the live feed would reject (copy_levels' checks)."""
+
+
+class Side:
+    """One side of a book. ``bids`` keeps its prices ascending too; only the copy reverses."""
+
+    __slots__ = ("_amounts", "_bids", "_depth", "_prices", "_top")
+
+    def __init__(self, bids: bool, depth: int) -> None:
+        self._amounts: dict[float, float] = {}
+        self._prices: list[float] = []
+        self._bids = bids
+        self._depth = depth
+        self._top: tuple[Level, ...] | None = ()
+
+    def __len__(self) -> int:
+        return len(self._prices)
+
+    def clear(self) -> None:
+        self._amounts.clear()
+        self._prices.clear()
+        self._top = ()
+
+    def _in_top(self, price: float) -> bool:
+        """Whether a change at ``price`` can alter the top K copy (before it is applied)."""
+        prices = self._prices
+        n = len(prices)
+        if n < self._depth:
+            return True
+        if self._bids:
+            return price >= prices[n - self._depth]
+        return price <= prices[self._depth - 1]
+
+    def set(self, price: float, amount: float) -> None:
+        """Apply one row: amount 0 deletes the level (a delete of an absent level is a no-op,
+        as in Tardis files where a level may be deleted twice)."""
+        amounts = self._amounts
+        if amount == 0.0:
+            if price in amounts:
+                if self._top is not None and self._in_top(price):
+                    self._top = None
+                del amounts[price]
+                prices = self._prices
+                del prices[bisect.bisect_left(prices, price)]
+            return
+        if price in amounts:
+            if self._top is not None and self._in_top(price):
+                self._top = None
+            amounts[price] = amount
+            return
+        if self._top is not None and self._in_top(price):
+            self._top = None
+        amounts[price] = amount
+        bisect.insort(self._prices, price)
+
+    def top(self) -> tuple[Level, ...]:
+        """The best ``depth`` levels: bids high -> low, asks low -> high."""
+        top = self._top
+        if top is None:
+            amounts = self._amounts
+            if self._bids:
+                chosen: Iterable[float] = reversed(self._prices[-self._depth :])
+            else:
+                chosen = self._prices[: self._depth]
+            top = self._top = tuple([(p, amounts[p]) for p in chosen])
+        return top
+
+
+def check_level(price: float, amount: float, max_price: float, max_qty: float) -> None:
+    """Raise :class:`BadLevel` on what ``copy_levels`` rejects live: NaN, inf, a non-positive
+    or out-of-bound price, a negative or out-of-bound amount (0 is a deletion here)."""
+    if not (0.0 < price <= max_price) or not (0.0 <= amount <= max_qty):
+        raise BadLevel(f"bad level price={price} amount={amount}")
+    if math.isnan(price + amount):  # pragma: no cover - the comparisons above reject NaN
+        raise BadLevel(f"bad level price={price} amount={amount}")
+
+
+class L2Book:
+    """Both sides of one book, with Tardis snapshot semantics: the first snapshot group after
+    updates (or at the start) clears the book; further snapshot groups of the same snapshot
+    (same book, no update in between) add to it."""
+
+    __slots__ = ("_in_snapshot", "asks", "bids", "max_price", "max_qty")
+
+    def __init__(self, depth: int, max_price: float, max_qty: float) -> None:
+        self.bids = Side(True, depth)
+        self.asks = Side(False, depth)
+        self._in_snapshot = False
+        self.max_price = max_price
+        self.max_qty = max_qty
+
+    def apply(
+        self,
+        is_snapshot: bool,
+        bids: Iterable[Level],
+        asks: Iterable[Level],
+        bad: list[tuple[str, float, float]],
+    ) -> int:
+        """Apply one update's rows; returns how many rows were applied. Rows that fail the
+        value checks are skipped and appended to ``bad`` as (side, price, amount)."""
+        if is_snapshot and not self._in_snapshot:
+            self.bids.clear()
+            self.asks.clear()
+        self._in_snapshot = is_snapshot
+        applied = 0
+        mp, mq = self.max_price, self.max_qty
+        for side, name, rows in ((self.bids, "bid", bids), (self.asks, "ask", asks)):
+            for price, amount in rows:
+                if 0.0 < price <= mp and 0.0 <= amount <= mq:
+                    side.set(price, amount)
+                    applied += 1
+                else:
+                    bad.append((name, price, amount))
+        return applied
