@@ -21,6 +21,9 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from exporter import __version__
+from exporter.cli.replay import add_parser as add_replay_parser
+from exporter.cli.replay import replay_notes
+from exporter.cli.replay import run as cmd_replay
 from exporter.cli.status import add_parser as add_status_parser
 from exporter.cli.status import run as cmd_status
 from exporter.config import Config, ConfigError, load, parse
@@ -77,6 +80,9 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate a config file; exit 2 on problems")
     check.add_argument("path", nargs="?", help="config file (or use --config.file)")
     check.add_argument("--config.file", dest="config_file")
+    check.add_argument(
+        "--replay", action="store_true", help="also require what a replay without sidecar needs"
+    )
     _add_common(check)
 
     demo = sub.add_parser("demo", help="simulator + exporter (+ private redis-server) on loopback")
@@ -98,6 +104,7 @@ def _parser() -> argparse.ArgumentParser:
                          add_help=False)  # fmt: skip
     sim.add_argument("sim_args", nargs=argparse.REMAINDER)
     add_status_parser(sub)
+    add_replay_parser(sub)
     return parser
 
 
@@ -133,7 +140,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         f"{books} books, notionals {config.notionals}, reference pair "
         f"{'/'.join(config.reference_pair)} at {config.reference_notional:g})"
     )
-    return 0
+    notes = replay_notes(config)
+    for note in notes:
+        print(f"{'problem' if args.replay else 'note'} for replay: {note}")
+    return EXIT_CONFIG if args.replay and notes else 0
 
 
 def _with_listen(config: Config, listen: str | None) -> Config:
@@ -327,6 +337,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_demo(args)
         if args.command == "status":
             return cmd_status(args)
+        if args.command == "replay":
+            return cmd_replay(args)
     except KeyboardInterrupt:
         return 0
     return EXIT_CONFIG

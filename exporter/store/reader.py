@@ -18,9 +18,12 @@ class StateUnavailable(RuntimeError):
 
 
 class StateReader:
-    def __init__(self, client: Redis | RedisCluster | None, scan_max: int = 100_000) -> None:
+    def __init__(
+        self, client: Redis | RedisCluster | None, scan_max: int = 100_000, key_prefix: str = ""
+    ) -> None:
         self._client = client
         self._scan_max = scan_max
+        self._prefix = key_prefix  # the writer's (``replay`` reads back its own keys)
 
     def _reader(self) -> Redis | RedisCluster:
         if self._client is None:
@@ -57,7 +60,7 @@ class StateReader:
         """Newest first. Values are strings except JSON objects/arrays (decoded); each entry also
         carries `stream_id` and `logged_at` (unix s, when written to Redis; `since` uses it)."""
         out: list[dict[str, Any]] = []
-        for sid, fields in await self._range(LOG_STREAM, since, limit, kind):
+        for sid, fields in await self._range(self._prefix + LOG_STREAM, since, limit, kind):
             entry: dict[str, Any] = {k: decode_json(v) for k, v in fields.items()}
             entry.setdefault("stream_id", sid)
             entry.setdefault("logged_at", int(sid.split("-", 1)[0]) / 1000)
@@ -69,7 +72,7 @@ class StateReader:
     ) -> list[dict[str, Any]]:
         """The newest `limit` rows (stream time >= since), oldest first; numeric fields as float,
         empty as None; each row also carries `stream_id`."""
-        rows = await self._range(f"history:{symbol}", since, limit, None)
+        rows = await self._range(f"{self._prefix}history:{symbol}", since, limit, None)
         out: list[dict[str, Any]] = []
         for sid, fields in reversed(rows):
             row: dict[str, Any] = {k: decode_number(v) for k, v in fields.items()}

@@ -142,8 +142,14 @@ class StateWriter:
         dedupe_ttl: float = 7 * 86_400.0,
         scan_max: int = 100_000,
         clock: Clock = SYSTEM_CLOCK,
+        key_prefix: str = "",
     ) -> None:
         self._clock = clock
+        # Prepended to every key written (``replay`` writes under ``replay.key_prefix``, so
+        # it never touches a live exporter's keys).
+        self._prefix = key_prefix
+        self._log_key = key_prefix + LOG_STREAM
+        self._symbols_key = key_prefix + SYMBOLS_KEY
         self._url = url
         self._flush_interval = flush_interval
         self._queue_max = max(1, queue_max)
@@ -159,7 +165,7 @@ class StateWriter:
         self._mode: Mode = mode
         self._wait_ms = max(1, int(wait_timeout * 1000))
         self._id = uuid.uuid4().hex
-        self._guard_key = f"writer:{self._id}"
+        self._guard_key = f"{key_prefix}writer:{self._id}"
         self._seq = itertools.count(1)
         # Pending buffers. Tickers: key -> (payload,) (a fresh tuple per put: identity = version).
         self._tickers: dict[str, tuple[Mapping[str, Any]]] = {}
@@ -283,7 +289,7 @@ class StateWriter:
         """Latest payload per key wins; serialized at flush time, so do not mutate it later."""
         if self._script is None:
             return
-        key = f"ticker:{exchange}:{symbol}"
+        key = f"{self._prefix}ticker:{exchange}:{symbol}"
         if key not in self._tickers and self._full() and not self._evict_ticker():
             self._drop_ticker.inc()  # the bound is all history/log: the ticker yields
             return
@@ -294,6 +300,7 @@ class StateWriter:
         conflated like a ticker: e.g. ``shard:{i}:summary`` (exporter/store/summary.py)."""
         if self._script is None:
             return
+        key = self._prefix + key
         if key not in self._tickers and self._full() and not self._evict_ticker():
             self._drop_ticker.inc()
             return
@@ -323,7 +330,7 @@ class StateWriter:
             if not self._history:
                 return  # the bound is all log entries: the new row yields
             self._history.popleft()
-        self._history.append((next(self._seq), f"history:{symbol}", fields))
+        self._history.append((next(self._seq), f"{self._prefix}history:{symbol}", fields))
 
     def append_log(self, entry: Mapping[str, Any], dedupe_key: str | None = None) -> None:
         """XADD to `windows`; with dedupe_key, written at most once per key (7 d)."""
@@ -353,12 +360,13 @@ class StateWriter:
         )
 
     def _slot_guard(self, slot: int) -> str:
-        return f"writer:{{{slot_tags()[slot]}}}:{self._id}"
+        return f"{self._prefix}writer:{{{slot_tags()[slot]}}}:{self._id}"
 
     def _dedupe_name(self, key: str) -> str:
         if self._mode != "cluster":
-            return f"dedupe:{key}"
-        return f"dedupe:{{{slot_tags()[key_slot(LOG_STREAM.encode())]}}}:{key}"
+            return f"{self._prefix}dedupe:{key}"
+        tag = slot_tags()[key_slot(self._log_key.encode())]
+        return f"{self._prefix}dedupe:{{{tag}}}:{key}"
 
     def _group(
         self,
@@ -384,18 +392,18 @@ class StateWriter:
         for key, value in tickers:
             at(key).tickers.append((key, value))
         if symbols is not None:
-            at(SYMBOLS_KEY).symbols = symbols
+            at(self._symbols_key).symbols = symbols
         for entry in hist:
             at(entry[1]).history.append(entry)
         if logs:
-            at(LOG_STREAM).log.extend(logs)
+            at(self._log_key).log.extend(logs)
         return sorted(groups.values(), key=lambda g: bool(g.log))
 
     def _script_args(self, g: _Group) -> tuple[list[str], list[str | int]]:
         keys = [
             g.guard,
-            LOG_STREAM if g.log else g.guard,
-            SYMBOLS_KEY if g.symbols is not None else g.guard,
+            self._log_key if g.log else g.guard,
+            self._symbols_key if g.symbols is not None else g.guard,
         ]
         keys += [key for key, _ in g.tickers]
         ttl, hmax, lmax, dttl, gttl = self._args_head
@@ -631,4 +639,4 @@ class StateWriter:
     @property
     def reader(self) -> StateReader:
         """Reads of the window log and history over this writer's connection pool."""
-        return StateReader(self._client, self._scan_max)
+        return StateReader(self._client, self._scan_max, self._prefix)
