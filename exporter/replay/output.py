@@ -74,7 +74,7 @@ def salvage_truncated(path: Path, compresslevel: int = 5) -> bool:
     ):
         tail = b""
         try:
-            while chunk := src.read(_CHUNK):
+            while chunk := src.read1(_CHUNK):
                 data = tail + chunk
                 cut = data.rfind(b"\n") + 1
                 dst.write(data[:cut])
@@ -89,7 +89,7 @@ def _gzip_intact(path: Path) -> bool:
     """True when every gzip member of the file is complete (decompressed, not kept)."""
     with path.open("rb") as raw, gzip.GzipFile(fileobj=raw, mode="rb") as src:
         try:
-            while src.read(_CHUNK):
+            while src.read1(_CHUNK):
                 pass
         except (EOFError, zlib.error, gzip.BadGzipFile):
             return False
@@ -164,27 +164,30 @@ class OutputFiles:
             f.size = new_size
         return added
 
-    def close_except(self, keep: Iterable[Path]) -> None:
-        """Close (gzip trailer written) every open file not in ``keep``."""
+    def close_except(self, keep: Iterable[Path]) -> int:
+        """Close (gzip trailer written) every open file not in ``keep``; returns the bytes
+        the trailers added."""
         keep = set(keep)
-        for path in [p for p in self._files if p not in keep]:
-            self._close(path)
+        return sum(self._close(path) for path in [p for p in self._files if p not in keep])
 
-    def close_all(self) -> None:
+    def close_all(self) -> int:
         """Close every file; the first error is raised after trying them all."""
         first: OSError | None = None
+        added = 0
         for path in list(self._files):
             try:
-                self._close(path)
+                added += self._close(path)
             except OSError as err:
                 first = first or err
         if first is not None:
             raise first
+        return added
 
-    def _close(self, path: Path) -> None:
+    def _close(self, path: Path) -> int:
         f = self._files.pop(path)
         try:
             f.gz.close()
+            return f.raw.tell() - f.size
         finally:
             f.raw.close()
 

@@ -201,16 +201,15 @@ class Recorder:
         lts = round(received * 1e6)
         bids, asks = snap.bids, snap.asks
         out: list[str] = []
-        if book.need_snapshot:
-            if not bids and not asks:
-                book.bids = book.asks = ()
-                return  # nothing to snapshot yet: the first levels will be one
+        if book.need_snapshot and (bids or asks):
             head = f"{book.prefix}{ts},{lts},true,"
             out.extend(f"{head}bid,{p!r},{q!r}\n" for p, q in bids)
             out.extend(f"{head}ask,{p!r},{q!r}\n" for p, q in asks)
             book.need_snapshot = False
             book.snapshots.inc()
         else:
+            # An empty copy cannot be a snapshot (no rows): the levels written before are
+            # deleted instead, and the next non-empty copy is the snapshot.
             head = f"{book.prefix}{ts},{lts},false,"
             diff_side(book.bids, bids, head, "bid", out)
             diff_side(book.asks, asks, head, "ask", out)
@@ -228,6 +227,7 @@ class Recorder:
             book.tardis_exchange, date, book.tardis_symbol
         )
         book.buf = self._pending.setdefault(book.path, [])
+        book.bids = book.asks = ()  # the new file starts from an empty book
         book.need_snapshot = True
         self._today = max(self._today, day)
 
@@ -270,7 +270,7 @@ class Recorder:
         for ex, day in sidecars:
             tardis.write_sidecar(self.directory, self.config, ex, day, markets[ex])
         written = self._files.write(batch)
-        self._files.close_except(active)
+        written += self._files.close_except(active)
         return written, self._files.enforce_bounds(today, now)
 
     async def flush(self) -> None:
@@ -280,7 +280,9 @@ class Recorder:
         batch, sidecars = self._take()
         active = {b.path for b in self._books.values() if b.path is not None}
         today = _EPOCH + datetime.timedelta(days=max(self._today, 0))
-        now = max(self._latest, self.clock.time())
+        # The books' own time (the clock's before the first book): the same in a live run,
+        # and what decides the file's day.
+        now = self._latest or self.clock.time()
         loop = asyncio.get_running_loop()
         job = loop.run_in_executor(
             self._executor, self._job, batch, sidecars, dict(self._markets), active, today, now
@@ -346,9 +348,12 @@ class Recorder:
         loop = asyncio.get_running_loop()
         if not self.stopped:
             try:
-                await loop.run_in_executor(self._executor, self._files.close_all)
+                trailers = await loop.run_in_executor(self._executor, self._files.close_all)
             except OSError as err:
                 self._stop(err)
+            else:
+                self.metrics.bytes.inc(trailers)
+            self.stopped = True  # nothing is written after close
             self.metrics.up.set(0)
         # Any job submitted by a stop runs before the executor ends.
         await loop.run_in_executor(None, self._executor.shutdown, True)

@@ -254,7 +254,8 @@ def _lines(path: Path, stats: ReadStats) -> Iterator[str]:
         tail = b""
         while True:
             try:
-                chunk = src.read(_CHUNK)
+                # read1: one block at a time, so a break loses no data read before it
+                chunk = src.read1(_CHUNK)
             except (EOFError, zlib.error, gzip.BadGzipFile, OSError) as err:
                 stats.truncated += 1
                 log.warning("%s: compressed stream broken (%s); read up to the break", path, err)
