@@ -166,7 +166,11 @@ def route_chart(route: Mapping[str, Any], span: tuple[float, float]) -> dict[str
             ),
             tooltip=["bin:Q", "bin_end:Q", "count:Q"],
         )
-        .properties(width=HIST_WIDTH, height=CHART_HEIGHT, title="window durations")
+        .properties(
+            width=HIST_WIDTH,
+            height=CHART_HEIGHT,
+            title="window durations" if spans else "window durations (no window)",
+        )
     )
     spec: dict[str, Any] = alt.hconcat(over_time, durations).to_dict()
     # Zoom and pan along x on the ROI line only: Altair would lift the param to every layer,
