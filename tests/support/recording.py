@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gzip
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -99,9 +99,22 @@ def offline_config(**sections: Any) -> Config:
 
 
 @contextlib.asynccontextmanager
-async def recording_exporter(config: Config, record_dir: Path) -> AsyncIterator[Exporter]:
-    """An in-process exporter recording to ``record_dir`` (``run --record`` wiring)."""
+async def recording_exporter(
+    config: Config, record_dir: Path, tap: Callable[[BookSnapshot], None] | None = None
+) -> AsyncIterator[Exporter]:
+    """An in-process exporter recording to ``record_dir`` (``run --record`` wiring); ``tap``
+    sees every book handed to the recorder, from the first."""
     exporter = Exporter(config, record_dir=record_dir)
+    recorder = exporter.recorder
+    assert recorder is not None
+    if tap is not None:
+        record = recorder.on_book
+
+        def tapped(snap: BookSnapshot) -> None:
+            tap(snap)
+            record(snap)
+
+        recorder.on_book = tapped  # type: ignore[method-assign]
     started = asyncio.Event()
 
     async def on_started(_: Exporter) -> None:
