@@ -248,7 +248,8 @@ class ReplayEngine:
             received_at=t,
             received_mono=t,
         )
-        self.latency[feed[0]].observe(t - exchange_ts, t)
+        # In integer microseconds: epoch seconds as floats lose the sub-microsecond part.
+        self.latency[feed[0]].observe((update.local_timestamp_us - update.timestamp_us) / 1e6, t)
         stats.messages += 1
         # Exactly what MarketFeed._watch sets before handing the copy over.
         if not bids or not asks:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from exporter.analytics.windows import WindowKey, WindowTracker, window_entry
 from exporter.config import Config
-from exporter.model import Window
+from exporter.model import CloseReason, Window
 
 if TYPE_CHECKING:
     from exporter.market.state import MarketState
@@ -88,10 +88,13 @@ class RouteStats:
                         route.point(now, None)
 
     def window_closed(self, window: Window, logged: bool) -> None:
-        if logged:
+        # Windows closed by the end of the data are kept even when too short to log: a split
+        # replay moves their end to the end of the whole replay (finalize).
+        if logged or window.close_reason is CloseReason.SHUTDOWN:
             self.windows.append(
                 {
                     "entry": window_entry(window),
+                    "logged": logged,
                     "start": window.start,
                     "end": window.end if window.end is not None else window.last_seen,
                     "route": [window.symbol, window.buy_exchange, window.sell_exchange,
@@ -149,11 +152,32 @@ def _route_key(raw: Iterable[Any]) -> WindowKey:
     return (str(s), str(a), str(b), float(n))
 
 
-def merge_windows(config: Config, partials: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def _at_end(w: Mapping[str, Any], end: float | None, min_duration: float) -> dict[str, Any] | None:
+    """A window closed by the end of its job's data, closed at the end of the whole replay
+    instead (what one process does); None when it is then too short to log."""
+    if w["entry"]["close_reason"] != str(CloseReason.SHUTDOWN) or end is None or end <= w["end"]:
+        return dict(w) if w["logged"] else None
+    if end - w["start"] < min_duration:
+        return None
+    entry = dict(w["entry"])
+    entry["end"] = round(end, 3)
+    entry["duration_seconds"] = round(end - w["start"], 3)
+    return {**w, "entry": entry, "end": end, "logged": True}
+
+
+def merge_windows(
+    config: Config, partials: Sequence[Mapping[str, Any]], end: float | None = None
+) -> list[dict[str, Any]]:
     """Every logged window, renumbered (start, route order, end) and ordered by end, then
-    number: the `windows` log entries of the replay."""
+    number: the `windows` log entries of the replay. ``end``: the replay's last instant."""
     order = {key: i for i, key in enumerate(route_keys(config))}
-    items = [w for p in partials for w in p["windows"]]
+    min_duration = config.windows.min_duration_seconds
+    items = [
+        w
+        for p in partials
+        for raw in p["windows"]
+        if (w := _at_end(raw, end, min_duration)) is not None
+    ]
     items.sort(key=lambda w: (w["start"], order.get(_route_key(w["route"]), len(order)), w["end"]))
     numbered = []
     for seq, w in enumerate(items, start=1):
@@ -178,15 +202,15 @@ def finalize(
     config: Config, partials: Sequence[Mapping[str, Any]]
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """(the windows log entries, the report document) of a replay made of ``partials``."""
-    windows = merge_windows(config, partials)
+    spans = [p["span"] for p in partials if p["span"] is not None]
+    start = min(s[0] for s in spans) if spans else None
+    end = max(s[1] for s in spans) if spans else None
+    windows = merge_windows(config, partials, end)
     files = _files(partials)
     unknown: dict[tuple[str, str], int] = {}
     for counts in files.values():
         for ex, sym, rows in counts["unknown"]:
             unknown[(ex, sym)] = unknown.get((ex, sym), 0) + rows
-    spans = [p["span"] for p in partials if p["span"] is not None]
-    start = min(s[0] for s in spans) if spans else None
-    end = max(s[1] for s in spans) if spans else None
     seconds = end - start if start is not None and end is not None else 0.0
     stats: dict[WindowKey, Mapping[str, Any]] = {}
     for p in partials:
