@@ -84,25 +84,15 @@ def _listen(value: str | None) -> tuple[str, int] | None:
 
 
 def _html_renderer() -> Callable[[Mapping[str, Any]], str]:
-    """render_html, or ReplayInputError when the optional ``report`` extra is missing."""
+    """render_html, or ReplayInputError (one line, the install hint) when the optional
+    ``report`` extra is missing: checked before the replay, not after it."""
     try:
-        from exporter.replay.report_html import render_html
+        from exporter.replay import report_html
+
+        report_html.require_extra()
     except ImportError as err:
-        raise ReplayInputError(
-            f"--report .html needs the optional `report` extra (missing: {err.name or err}); "
-            "install it with: pip install 'cryptoarb-exporter[report]'"
-        ) from err
-    return render_html
-
-
-def _render_html(report: Mapping[str, Any]) -> str:
-    try:
-        return _html_renderer()(report)
-    except ImportError as err:  # the extra's packages are imported when rendering
-        raise ReplayInputError(
-            f"--report .html needs the optional `report` extra (missing: {err.name or err}); "
-            "install it with: pip install 'cryptoarb-exporter[report]'"
-        ) from err
+        raise ReplayInputError(str(err)) from err
+    return report_html.render_html
 
 
 def write_outputs(
@@ -114,7 +104,7 @@ def write_outputs(
                 f.write(json.dumps(entry, separators=(",", ":")) + "\n")
     if args.report is not None:
         if args.report.suffix.lower() == ".html":
-            text = _render_html(report)
+            text = _html_renderer()(report)
         else:
             text = json.dumps(report, indent=1) + "\n"
         args.report.write_text(text, encoding="utf-8")

@@ -9,14 +9,9 @@ rebuilt only when a change reaches the top K levels, which most deep-book rows d
 from __future__ import annotations
 
 import bisect
-import math
 from collections.abc import Iterable
 
 from exporter.model import Level
-
-
-class BadLevel(ValueError):
-    """A row with a price or amount the live feed would reject (copy_levels' checks)."""
 
 
 class Side:
@@ -84,26 +79,16 @@ class Side:
         return top
 
 
-def check_level(price: float, amount: float, max_price: float, max_qty: float) -> None:
-    """Raise :class:`BadLevel` on what ``copy_levels`` rejects live: NaN, inf, a non-positive
-    or out-of-bound price, a negative or out-of-bound amount (0 is a deletion here)."""
-    if not (0.0 < price <= max_price) or not (0.0 <= amount <= max_qty):
-        raise BadLevel(f"bad level price={price} amount={amount}")
-    if math.isnan(price + amount):  # pragma: no cover - the comparisons above reject NaN
-        raise BadLevel(f"bad level price={price} amount={amount}")
-
-
 class L2Book:
-    """Both sides of one book, with Tardis snapshot semantics: the first snapshot group after
-    updates (or at the start) clears the book; further snapshot groups of the same snapshot
-    (same book, no update in between) add to it."""
+    """Both sides of one book. A snapshot group (rows of one book at one local_timestamp with
+    is_snapshot true: Tardis writes a snapshot at one instant, and so does ``record``)
+    replaces the book."""
 
-    __slots__ = ("_in_snapshot", "asks", "bids", "max_price", "max_qty")
+    __slots__ = ("asks", "bids", "max_price", "max_qty")
 
     def __init__(self, depth: int, max_price: float, max_qty: float) -> None:
         self.bids = Side(True, depth)
         self.asks = Side(False, depth)
-        self._in_snapshot = False
         self.max_price = max_price
         self.max_qty = max_qty
 
@@ -116,14 +101,14 @@ class L2Book:
     ) -> int:
         """Apply one update's rows; returns how many rows were applied. Rows that fail the
         value checks are skipped and appended to ``bad`` as (side, price, amount)."""
-        if is_snapshot and not self._in_snapshot:
+        if is_snapshot:
             self.bids.clear()
             self.asks.clear()
-        self._in_snapshot = is_snapshot
         applied = 0
         mp, mq = self.max_price, self.max_qty
         for side, name, rows in ((self.bids, "bid", bids), (self.asks, "ask", asks)):
             for price, amount in rows:
+                # What copy_levels rejects live (NaN fails both comparisons); 0 deletes.
                 if 0.0 < price <= mp and 0.0 <= amount <= mq:
                     side.set(price, amount)
                     applied += 1
