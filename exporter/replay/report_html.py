@@ -92,6 +92,20 @@ def compact_spans(spans: Sequence[Sequence[float]], origin: float) -> dict[str, 
     }
 
 
+# Per tick interval (Vega's time multi-format): a replay can span seconds or days.
+_TIME_FORMAT = {
+    "milliseconds": "%H:%M:%S.%L",
+    "seconds": "%H:%M:%S",
+    "minutes": "%H:%M",
+    "hours": "%H:%M",
+    "day": "%b %d",
+    "date": "%b %d",
+    "week": "%b %d",
+    "month": "%b %Y",
+    "year": "%Y",
+}
+
+
 def route_label(route: Mapping[str, Any]) -> str:
     return f"{route['symbol']} {route['buy_exchange']} → {route['sell_exchange']}"
 
@@ -111,7 +125,7 @@ def route_chart(route: Mapping[str, Any], span: tuple[float, float]) -> dict[str
     bin_extent = [0.0, longest if longest > 0 else 1.0]
     # The shared x scale's domain is set once, on the zoomable ROI line: set on the windows
     # layer too, or only there, Vega-Lite warns about conflicting domains.
-    axis = alt.Axis(format="%H:%M:%S", title="UTC")
+    axis = alt.Axis(format=_TIME_FORMAT, title="UTC", tickCount=10)
     utc = alt.Scale(type="utc", domain=[base_ms, base_ms + _ms(end, origin)])
     windows = (
         alt.Chart(alt.NamedData(name="windows"), name=WINDOW_MARK)
@@ -161,6 +175,8 @@ def route_chart(route: Mapping[str, Any], span: tuple[float, float]) -> dict[str
             y=alt.Y(
                 "count:Q",
                 title="windows",
+                # Whole counts only: with a count of 1 or 2 the ticks fall on halves too.
+                axis=alt.Axis(format="d", labelExpr="datum.value % 1 ? '' : datum.label"),
                 stack=None,
                 scale=alt.Scale(domain=[0, 1]) if not spans else alt.Undefined,
             ),

@@ -9,18 +9,24 @@ missing is a failure: scripts/setup.sh installs it.
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from playwright.sync_api import Browser, Request, Route, sync_playwright
 
+from exporter.cli.main import main
 from exporter.replay.report_html import render_html
 from tests.support.reports import DEFAULT_ROUTES, build_report
+
+TARDIS = sorted((Path(__file__).resolve().parents[1] / "data" / "tardis").glob("*.csv"))
 
 # Per view: the mark items of the three charts (found by the chart names report_html gives
 # them), the rows of the datasets Vega-Lite flattens out of the inline arrays (found in the
@@ -87,8 +93,11 @@ def browser() -> Iterator[Browser]:
             b.close()
 
 
-def open_report(browser: Browser, report: dict[str, Any], path: Path, values: bool) -> Rendered:
-    path.write_text(render_html(report), encoding="utf-8")
+def open_report(
+    browser: Browser, report: dict[str, Any], path: Path, values: bool, *, write: bool = True
+) -> Rendered:
+    if write:
+        path.write_text(render_html(report), encoding="utf-8")
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     try:
         page = context.new_page()
@@ -175,3 +184,40 @@ def test_a_day_of_six_routes_renders(browser: Browser, tmp_path: Path) -> None:
     size = (tmp_path / "day.html").stat().st_size
     print(f"1 day x 6 routes: {size / 1e6:.1f} MB of HTML, drawn in {seen.seconds:.1f} s")
     assert size < 12e6  # compact arrays: ~13 bytes per point, not a JSON object each
+
+
+def test_report_of_a_real_replay(browser: Browser, tmp_path: Path) -> None:
+    """arb-exporter replay of the hand-written Tardis pair: the page it writes holds the rows
+    of the JSON report the same replay writes."""
+    config = tmp_path / "replay.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "exchanges": {"coinbase": {"taker_fee": 0.001}, "kraken": {"taker_fee": 0.002}},
+                "symbols": {"BTC/USD": {"coinbase": "BTC/USD", "kraken": "BTC/USD"}},
+                "notionals": [150, 500],
+                "feeds": {"depth": 10, "stale_after": 3.0, "max_book_skew": 2.0},
+                "windows": {
+                    "open_threshold": 0.001,
+                    "close_threshold": 0.0005,
+                    "min_duration_seconds": 0.5,
+                },
+                "redis": {"url": None},
+            }
+        ),
+        encoding="utf-8",
+    )
+    assert len(TARDIS) == 2
+    base = ["replay", "--config.file", str(config), *map(str, TARDIS)]
+    # In a thread of its own: Playwright's sync API keeps an event loop running in this one.
+    with ThreadPoolExecutor(1) as pool:
+        for out in ("report.json", "report.html"):
+            assert pool.submit(main, [*base, "--report", str(tmp_path / out)]).result() == 0
+    report = json.loads((tmp_path / "report.json").read_text(encoding="utf-8"))
+    assert len(report["routes"]) == 4
+    assert any(r["window_spans"] for r in report["routes"])
+    assert any(not r["window_spans"] for r in report["routes"])
+    assert any(v is None for r in report["routes"] for _, v in r["series"])
+    seen = open_report(browser, report, tmp_path / "report.html", values=False, write=False)
+    assert_clean(seen)
+    assert_rows(seen, report)
