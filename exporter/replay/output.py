@@ -85,6 +85,11 @@ def salvage_truncated(path: Path, compresslevel: int = 5) -> bool:
     return True
 
 
+def _is_gzip(path: Path) -> bool:
+    with path.open("rb") as raw:
+        return raw.read(2) == b"\x1f\x8b"
+
+
 def _gzip_intact(path: Path) -> bool:
     """True when every gzip member of the file is complete (decompressed, not kept)."""
     with path.open("rb") as raw, gzip.GzipFile(fileobj=raw, mode="rb") as src:
@@ -135,6 +140,9 @@ class OutputFiles:
 
     def _open(self, path: Path) -> _Open:
         size = path.stat().st_size if path.exists() else 0
+        if size and not _is_gzip(path):
+            # Appending gzip members would leave a file no reader understands.
+            raise OSError(errno.EINVAL, f"{path} exists and is not gzip: not appended to")
         if size and salvage_truncated(path, self.compresslevel):
             log.warning("%s: truncated by an earlier run; kept its complete rows", path)
             size = path.stat().st_size

@@ -18,11 +18,14 @@ import asyncio
 import concurrent.futures
 import datetime
 import logging
-from collections.abc import Mapping
+import queue
+import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from itertools import compress
 from operator import ne
 from pathlib import Path
+from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
@@ -39,10 +42,14 @@ from exporter.replay.output import (
 )
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 FLUSH_INTERVAL = 1.0
 COMPRESS_LEVEL = 5
-ERROR_REASONS = ("disk_full", "io_error", "size_limit", "internal")
+# Rows buffered while the disk does not keep up; past this the recorder stops ("backlog")
+# rather than grow without bound behind a hung disk.
+MAX_BACKLOG = 256 * 1024 * 1024
+ERROR_REASONS = ("disk_full", "io_error", "size_limit", "backlog", "internal")
 _EPOCH = datetime.date(1970, 1, 1)
 _DAY = 86_400
 
@@ -147,11 +154,14 @@ class Recorder:
         clock: Clock = SYSTEM_CLOCK,
         opener: Opener | None = None,
         flush_interval: float = FLUSH_INTERVAL,
+        max_backlog: int = MAX_BACKLOG,
     ) -> None:
         self.config = config
         self.directory = directory
         self.clock = clock
         self.flush_interval = flush_interval
+        self.max_backlog = max_backlog
+        self._backlog = 0  # characters buffered since the last hand-off
         self.metrics = RecordMetrics(registry)
         kwargs = {"opener": opener} if opener is not None else {}
         self._files = OutputFiles(
@@ -162,7 +172,7 @@ class Recorder:
             **kwargs,
         )
         # One worker: jobs run in submission order, so the final flush follows any in flight.
-        self._executor = concurrent.futures.ThreadPoolExecutor(1, "recorder")
+        self._worker = Worker("recorder")
         self._books: dict[tuple[str, str], _Book] = {}
         for ex, market in tardis.watched_books(config):
             tex = tardis.tardis_exchange(config, ex)
@@ -224,8 +234,14 @@ class Recorder:
         book.bids, book.asks = bids, asks
         if out:
             assert book.buf is not None
-            book.buf.append("".join(out))
+            text = "".join(out)
+            book.buf.append(text)
             book.rows.inc(len(out))
+            self._backlog += len(text)
+            if self._backlog > self.max_backlog:
+                self._stop(
+                    OSError(f"{self._backlog} bytes of rows waiting for the disk"), "backlog"
+                )
 
     def _rotate(self, book: _Book, day: int) -> None:
         """A new UTC day (or the first book): a new file, starting with a snapshot."""
@@ -251,6 +267,7 @@ class Recorder:
     # -- flushing (event loop side) -------------------------------------------------------
     def _take(self) -> tuple[dict[Path, bytes], list[tuple[str, datetime.date]]]:
         batch: dict[Path, bytes] = {}
+        self._backlog = 0
         for path, buf in self._pending.items():
             if buf:
                 batch[path] = "".join(buf).encode()
@@ -291,12 +308,11 @@ class Recorder:
         # The books' own time (the clock's before the first book): the same in a live run,
         # and what decides the file's day.
         now = self._latest or self.clock.time()
-        loop = asyncio.get_running_loop()
-        job = loop.run_in_executor(
-            self._executor, self._job, batch, sidecars, dict(self._markets), active, today, now
+        job = self._worker.submit(
+            self._job, batch, sidecars, dict(self._markets), active, today, now
         )
         try:
-            written, deleted = await job
+            written, deleted = await asyncio.wrap_future(job)
         except SizeLimitReached as err:
             self._stop(err, "size_limit")
             return
@@ -332,7 +348,7 @@ class Recorder:
         self._pending.clear()
         for book in self._books.values():
             book.buf = None
-        self._executor.submit(self._close_quietly)
+        self._worker.submit(self._close_quietly)
 
     def _close_quietly(self) -> None:
         try:
@@ -347,21 +363,60 @@ class Recorder:
             await self.clock.sleep(self.flush_interval)
             await self.flush()
 
-    async def close(self) -> None:
-        """Final flush and clean close (gzip trailers), once the feeds have stopped."""
+    async def close(self, timeout: float = 10.0) -> None:
+        """Final flush and clean close (gzip trailers), once the feeds have stopped. A disk
+        that does not answer within ``timeout`` is left behind (logged): shutdown goes on."""
         if self._closed:
             return
         self._closed = True
+        try:
+            await asyncio.wait_for(self._finish(), timeout)
+        except TimeoutError:
+            log.error("record: files not closed within %gs: the disk does not answer", timeout)
+        self.stopped = True  # nothing is written after close
+        self.metrics.up.set(0)
+        self._worker.shutdown()
+
+    async def _finish(self) -> None:
         await self.flush()
-        loop = asyncio.get_running_loop()
-        if not self.stopped:
+        if self.stopped:  # wait for the close a stop submitted
+            await asyncio.wrap_future(self._worker.submit(lambda: 0))
+            return
+        try:
+            trailers = await asyncio.wrap_future(self._worker.submit(self._files.close_all))
+        except OSError as err:
+            self._stop(err)
+            await asyncio.wrap_future(self._worker.submit(lambda: 0))
+        else:
+            self.metrics.bytes.inc(trailers)
+
+
+class Worker:
+    """One daemon thread running jobs in submission order. Daemon, unlike an executor's
+    threads, so a disk that hangs a write cannot keep the process from exiting."""
+
+    def __init__(self, name: str) -> None:
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, fn: Callable[..., T], *args: Any) -> concurrent.futures.Future[T]:
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        self._jobs.put((future, fn, args))
+        return future
+
+    def shutdown(self) -> None:
+        self._jobs.put(None)
+
+    def _run(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            future, fn, args = job
+            if not future.set_running_or_notify_cancel():
+                continue
             try:
-                trailers = await loop.run_in_executor(self._executor, self._files.close_all)
-            except OSError as err:
-                self._stop(err)
-            else:
-                self.metrics.bytes.inc(trailers)
-            self.stopped = True  # nothing is written after close
-            self.metrics.up.set(0)
-        # Any job submitted by a stop runs before the executor ends.
-        await loop.run_in_executor(None, self._executor.shutdown, True)
+                future.set_result(fn(*args))
+            except BaseException as err:  # handed to the awaiting side, which counts it
+                future.set_exception(err)
+
+
+_Job = tuple["concurrent.futures.Future[Any]", "Callable[..., Any]", tuple[Any, ...]]

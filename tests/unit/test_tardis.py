@@ -11,6 +11,7 @@ import logging
 import os
 import random
 import shutil
+import threading
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -498,3 +499,49 @@ async def test_restart_after_a_hard_kill_appends_after_the_complete_rows(tmp_pat
     assert stats.truncated == 0 and stats.malformed == 0
     assert after[: len(before)] == before
     assert after[-1].is_snapshot and after[-1].bids == ((99.0, 3.0),)
+
+
+class BlockingFile(FailingFile):
+    """A file object whose writes hang until released, like a disk that stopped answering."""
+
+    def __init__(self, release: threading.Event) -> None:
+        super().__init__(errno.EIO)
+        self.release = release
+
+    def write(self, data: bytes) -> int:
+        self.release.wait(10)
+        return len(data)
+
+
+async def test_a_disk_that_does_not_answer_stops_recording_at_the_backlog_bound(
+    tmp_path: Path,
+) -> None:
+    release = threading.Event()
+    recorder, registry = make_recorder(
+        tmp_path, opener=lambda _path: BlockingFile(release), max_backlog=20_000
+    )
+    recorder.on_book(snapshot([(100.0, 1.0)], [(101.0, 1.0)], T0 + 60))
+    flush = asyncio.create_task(recorder.flush())  # the worker hangs in the first write
+    await asyncio.sleep(0.05)
+    i = 0
+    while not recorder.stopped:
+        i += 1
+        assert i < 10_000, "never stopped"
+        bids = [(100.0 - k * 0.5, 1.0 + i) for k in range(20)]
+        recorder.on_book(snapshot(bids, [(101.0, 1.0)], T0 + 61 + i * 0.001))
+    assert sample(registry, "cryptoarb_record_errors_total", reason="backlog") == 1
+    assert sample(registry, "cryptoarb_record_up") == 0
+    await recorder.close(timeout=0.2)  # the disk still hangs: shutdown is not held up
+    release.set()
+    await flush
+
+
+async def test_an_existing_file_that_is_not_gzip_is_not_appended_to(tmp_path: Path) -> None:
+    plain = tmp_path / file_name("binance", datetime.date(2025, 12, 4), "BTCUSDT")
+    plain.write_text(HEADER + "\n")
+    recorder, registry = make_recorder(tmp_path)
+    recorder.on_book(snapshot([(100.0, 1.0)], [(101.0, 1.0)], T0 + 60))
+    await recorder.flush()
+    await recorder.close()
+    assert sample(registry, "cryptoarb_record_errors_total", reason="io_error") == 1
+    assert plain.read_text() == HEADER + "\n"
