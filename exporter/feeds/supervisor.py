@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import logging
 import math
+import operator
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -119,6 +120,133 @@ def copy_levels(
         qtys = [float(level[1]) for level in top]
     except IndexError as exc:
         raise ValueError(f"bad level: {exc}") from exc
+    if (
+        min(prices) <= 0
+        or max(prices) > max_price
+        or min(qtys) <= 0
+        or max(qtys) > max_qty
+        or math.isnan(sum(prices) + sum(qtys))
+    ):
+        bad = next(
+            (p, q)
+            for p, q in zip(prices, qtys, strict=True)
+            if not (0 < p <= max_price and 0 < q <= max_qty) or math.isnan(p + q)
+        )
+        raise ValueError(f"bad level price={bad[0]} qty={bad[1]}")
+    return tuple(zip(prices, qtys, strict=True))
+
+
+_PRICE = operator.itemgetter(0)
+_QTY = operator.itemgetter(1)
+_SCAN = 8  # how far past a change the next unchanged run may start, in levels
+_RUNS = 4  # unchanged runs looked for per copy, before the rest is copied in full
+
+
+class LevelCopier:
+    """:func:`copy_levels` for one side of one feed, reusing the level tuples of its
+    previous copy (already validated) wherever the book still holds them: the same result,
+    value for value, and the same rejections, at about half the cost.
+
+    An update changes a few levels near the touch, and an insertion or a deletion shifts
+    the rest by one. So the book's columns are compared with those of the previous copy
+    (C-level list comparisons): the unchanged head, then the unchanged rest at a shift of
+    up to two levels; only the levels in between (and new ones at the bottom) are checked.
+    Anything else is a full copy."""
+
+    __slots__ = ("k", "levels", "max_price", "max_qty", "prices", "qtys")
+
+    def __init__(self, k: int, max_price: float, max_qty: float) -> None:
+        self.k, self.max_price, self.max_qty = k, max_price, max_qty
+        self.levels: tuple[tuple[float, float], ...] = ()
+        self.prices: list[float] = []
+        self.qtys: list[float] = []
+
+    def copy(self, side: Any) -> tuple[tuple[float, float], ...]:
+        top = side[: self.k]
+        try:
+            prices = list(map(float, map(_PRICE, top)))
+            qtys = list(map(float, map(_QTY, top)))
+        except (IndexError, TypeError):
+            prices = qtys = []
+        if not prices or not self.prices:
+            levels = copy_levels(side, self.k, self.max_price, self.max_qty)  # raises as ever
+            self.levels = levels
+            self.prices = list(map(_PRICE, levels))
+            self.qtys = list(map(_QTY, levels))
+            return levels
+        levels = self._reuse(prices, qtys)
+        self.levels, self.prices, self.qtys = levels, prices, qtys
+        return levels
+
+    def _reuse(self, prices: list[float], qtys: list[float]) -> tuple[tuple[float, float], ...]:
+        old_p, old_q, prev = self.prices, self.qtys, self.levels
+        n, m = len(prices), len(old_p)
+        if n == m and prices == old_p and qtys == old_q:
+            return prev
+        i = 0  # the unchanged head: levels 0..i-1
+        lim = min(n, m)
+        while i < lim and prices[i] == old_p[i] and qtys[i] == old_q[i]:
+            i += 1
+        parts = [prev[:i]]
+        for _ in range(_RUNS):
+            found = self._run(prices, qtys, i)
+            if found is None:
+                break
+            s, e, length = found
+            parts.append(_checked(prices[i:s], qtys[i:s], self.max_price, self.max_qty))
+            parts.append(prev[e : e + length])
+            i = s + length
+            if i == n:
+                return sum(parts, ())
+        parts.append(_checked(prices[i:], qtys[i:], self.max_price, self.max_qty))
+        return sum(parts, ())
+
+    def _run(self, prices: list[float], qtys: list[float], i: int) -> tuple[int, int, int] | None:
+        """The next run of unchanged levels at or after level ``i``: (start, start in the
+        previous copy, length), or None when none starts within ``_SCAN`` levels."""
+        old_p, old_q = self.prices, self.qtys
+        n, m = len(prices), len(old_p)
+        for s in range(i, min(i + _SCAN, n)):
+            ps, qs = prices[s], qtys[s]
+            for d in (0, -1, 1, -2, 2):
+                e = s + d
+                if e < 0 or e >= m or ps != old_p[e] or qs != old_q[e]:
+                    continue
+                # The longest equal run from (s, e): the whole rest usually, else bisect.
+                hi = min(n - s, m - e)
+                if _same(prices, qtys, old_p, old_q, s, e, hi):
+                    return s, e, hi
+                lo, hi = 1, hi - 1  # a run of lo matches, one of hi + 1 does not
+                while lo < hi:
+                    mid = (lo + hi + 1) // 2
+                    if _same(prices, qtys, old_p, old_q, s, e, mid):
+                        lo = mid
+                    else:
+                        hi = mid - 1
+                return s, e, lo
+        return None
+
+
+def _same(
+    prices: list[float],
+    qtys: list[float],
+    old_p: list[float],
+    old_q: list[float],
+    s: int,
+    e: int,
+    length: int,
+) -> bool:
+    return prices[s : s + length] == old_p[e : e + length] and (
+        qtys[s : s + length] == old_q[e : e + length]
+    )
+
+
+def _checked(
+    prices: list[float], qtys: list[float], max_price: float, max_qty: float
+) -> tuple[tuple[float, float], ...]:
+    """The levels of two float columns, with copy_levels' checks (and messages)."""
+    if not prices:
+        return ()
     if (
         min(prices) <= 0
         or max(prices) > max_price
@@ -259,9 +387,20 @@ class MarketFeed:
 
     async def _watch(self, client: Any) -> None:
         s = self.settings
+        copy_bids = LevelCopier(s.depth, s.max_price, s.max_quantity)
+        copy_asks = LevelCopier(s.depth, s.max_price, s.max_quantity)
+        watcher = _Watcher(client, self.market, s.watch_limit, s.watch_timeout)
+        try:
+            await self._watch_books(client, watcher, copy_bids, copy_asks)
+        finally:
+            watcher.close()
+
+    async def _watch_books(
+        self, client: Any, watcher: _Watcher, copy_bids: LevelCopier, copy_asks: LevelCopier
+    ) -> None:
         stats = self.stats
         while True:
-            book = await _watch_once(client, self.market, s.watch_limit, s.watch_timeout)
+            book = await watcher.next()
             poisoned = getattr(client, "cryptoarb_malformed", None)
             if poisoned is not None:
                 # A frame was skipped: the book may miss an update, so rebuild it.
@@ -269,8 +408,8 @@ class MarketFeed:
             received_at = self._clock.time()
             mono = self._clock.monotonic()
             try:
-                bids = copy_levels(book["bids"], s.depth, s.max_price, s.max_quantity)
-                asks = copy_levels(book["asks"], s.depth, s.max_price, s.max_quantity)
+                bids = copy_bids.copy(book["bids"])
+                asks = copy_asks.copy(book["asks"])
             except (ValueError, TypeError) as exc:
                 # The ccxt book holds garbage: count it and rebuild the book from scratch.
                 raise _BadBook(str(exc)) from exc
@@ -297,20 +436,68 @@ class MarketFeed:
             self._sink.on_book(snap)
 
 
-async def _watch_once(client: Any, market: str, limit: int | None, timeout: float) -> Any:
+class _Watcher:
     """``watch_order_book`` with a timeout that never waits on ccxt: ``asyncio.wait_for``
     waits for the inner call to finish after cancelling it, and a ccxt future that ignores
-    cancellation would hang the feed (and shutdown) forever."""
-    task = asyncio.ensure_future(client.watch_order_book(market, limit))
-    try:
-        done, _ = await asyncio.wait({task}, timeout=timeout)
-    except BaseException:
-        _abandon(task)
-        raise
-    if not done:
-        _abandon(task)
-        raise Silent(f"no update for {timeout:g}s")
-    return task.result()
+    cancellation would hang the feed (and shutdown) forever. So each watch runs as its own
+    task, and the feed waits on a future of its own that the task or the timeout releases.
+
+    One timer per feed, moved lazily: a watch only records its deadline, and the timer,
+    when it fires before the latest deadline, re-arms for it (a timer per watch would cost
+    a heap push and leave a cancelled handle in the loop's heap at every message)."""
+
+    __slots__ = ("_client", "_deadline", "_limit", "_loop", "_market", "_timeout", "_timer",
+                 "_waiter")  # fmt: skip
+
+    def __init__(self, client: Any, market: str, limit: int | None, timeout: float) -> None:
+        self._client, self._market, self._limit, self._timeout = client, market, limit, timeout
+        self._loop = asyncio.get_running_loop()
+        self._waiter: asyncio.Future[None] | None = None
+        self._deadline = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+
+    async def next(self) -> Any:
+        loop = self._loop
+        task = asyncio.ensure_future(self._client.watch_order_book(self._market, self._limit))
+        waiter: asyncio.Future[None] = loop.create_future()
+        self._waiter = waiter
+        task.add_done_callback(self._wake)
+        self._deadline = loop.time() + self._timeout
+        if self._timer is None:
+            self._timer = loop.call_at(self._deadline, self._on_timer)
+        try:
+            await waiter
+        except BaseException:
+            self._waiter = None
+            task.remove_done_callback(self._wake)
+            _abandon(task)
+            raise
+        self._waiter = None
+        if not task.done():
+            task.remove_done_callback(self._wake)
+            _abandon(task)
+            raise Silent(f"no update for {self._timeout:g}s")
+        return task.result()
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _wake(self, _task: asyncio.Future[Any]) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            return  # no watch pending: the next one arms the timer
+        if self._loop.time() < self._deadline:
+            self._timer = self._loop.call_at(self._deadline, self._on_timer)
+            return
+        waiter.set_result(None)  # the watch timed out
 
 
 def _abandon(task: asyncio.Future[Any]) -> None:
