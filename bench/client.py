@@ -8,6 +8,8 @@
 ``watch_order_book`` and counts ccxt handler calls. ``exporter``: the full exporter (analytics,
 windows, Redis writer, /metrics) on the same markets. Both print one JSON line every 0.1 s:
 ``{"t": unix time, "handled": ccxt handler calls so far, "live": markets live, "feeds": markets}``.
+``--no-compress`` (raw) turns permessage-deflate off, as the exporter's clients have it
+(exporter/feeds/clients.py), so both sides read the same frames.
 ``--trace FILE`` (exporter) records (exchange, market, nonce, time) each time the in-memory
 state first reflects a Binance book, written to FILE at exit (latency benchmark).
 """
@@ -91,7 +93,10 @@ async def run_raw(args: argparse.Namespace) -> None:
                 handled[0] += 1
                 return super().handle_message(client, message)
 
-        return Counting(ccxt_config(ex, args.base_url))
+        cfg = ccxt_config(ex, args.base_url)
+        if args.no_compress:
+            cfg = {**cfg, "options": {**cfg.get("options", {}), "ws": {"compress": 0}}}
+        return Counting(cfg)
 
     loaded: dict[str, Any] = {}
     for ex in ("binance", "kraken"):
@@ -121,6 +126,10 @@ async def run_exporter(args: argparse.Namespace) -> None:
     from exporter.model import BookStatus
 
     exporter = Exporter(make_config(args))
+    if args.render_on_loop:  # the sliced on-loop renderer, for comparison
+        from exporter.http.exposition import Exposition
+
+        exporter.server.exposition = Exposition(exporter.registry, render_thread=False)
     trace: list[tuple[str, str, Any, float]] = []
     if args.trace:
 
@@ -157,6 +166,8 @@ def main() -> None:
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--trace", default=None)
     p.add_argument("--uvloop", action="store_true")
+    p.add_argument("--render-on-loop", action="store_true", help="exporter: /metrics on the loop")
+    p.add_argument("--no-compress", action="store_true", help="raw: no permessage-deflate")
     args = p.parse_args()
     coro = run_raw(args) if args.mode == "raw" else run_exporter(args)
     if args.uvloop:

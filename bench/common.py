@@ -197,6 +197,7 @@ class Scraper:
         self.url, self.interval = url, interval
         self.times: list[float] = []
         self.sizes: list[int] = []
+        self.series = 0  # sample lines in the latest body
         self.errors = 0
         self._stop = threading.Event()
         threading.Thread(target=self._run, daemon=True).start()
@@ -206,8 +207,10 @@ class Scraper:
             t0 = time.perf_counter()
             try:
                 with urllib.request.urlopen(self.url, timeout=10) as resp:
-                    self.sizes.append(len(resp.read()))
+                    body = resp.read()
                 self.times.append(time.perf_counter() - t0)
+                self.sizes.append(len(body))
+                self.series = body.count(b"\n") - body.count(b"\n#") - body.startswith(b"#")
             except OSError:
                 self.errors += 1
 

@@ -2,7 +2,8 @@
 
 No I/O and no computation beyond reading plain in-memory records happens in ``collect()``.
 Fixed label sets (feed counters, error reasons, window counters, fillability, window_open)
-are exported from start, at 0, so series never appear from nowhere.
+are exported from start, at 0, so series never appear from nowhere. Each series' labels are
+built once (:class:`~exporter.http.exposition.LabelCache`) and reused at every scrape.
 """
 
 from __future__ import annotations
@@ -16,16 +17,21 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
 
 from exporter import __version__
 from exporter.analytics.insights import trend_direction
 from exporter.analytics.windows import DURATION_BUCKETS
 from exporter.feeds.stats import LatencyHistogram
+from exporter.http.exposition import LabelCache
 from exporter.market.intelligence import Intelligence
 from exporter.market.state import MarketState
 from exporter.model import BookStatus, ErrorReason, label_number
 
 P = "cryptoarb_"
+_BOOK = ("exchange", "symbol")
+_PAIR = ("symbol", "buy_exchange", "sell_exchange")
+_ROUTE = (*_PAIR, "notional")
 
 
 class MarketCollector(Collector):
@@ -33,6 +39,12 @@ class MarketCollector(Collector):
         self.state = state
         self.latency = latency
         self._now = 0.0
+        self._book = LabelCache(_BOOK)
+        self._book_band = LabelCache([*_BOOK, "band"])
+        self._book_side = LabelCache([*_BOOK, "side", "band"])
+        self._book_reason = LabelCache([*_BOOK, "reason"])
+        self._pair = LabelCache(_PAIR)
+        self._route = LabelCache(_ROUTE)
 
     def describe(self) -> list[Metric]:
         # Registration must not call collect(): the state may still be empty.
@@ -94,26 +106,28 @@ class MarketCollector(Collector):
             P + "orderbook_stale", "1 when the book is stale or frozen", labels=ls
         )
         bands = [(b, label_number(b)) for b in m.config.bands]
+        book, book_band, book_side = self._book, self._book_band, self._book_side
         for view in m.books(self._now):
             ex, symbol, rec = view.exchange, view.symbol, view.record
-            labels = [ex, symbol]
-            stale.add_metric(labels, float(view.status is BookStatus.STALE))
+            labels = book(ex, symbol)
+            _add(stale, labels, float(view.status is BookStatus.STALE))
             if rec is None:
                 continue
-            updated.add_metric(labels, rec.snapshot.received_at)
+            _add(updated, labels, rec.snapshot.received_at)
             met = rec.metrics
             if met is None or rec.rate is None:
                 continue
-            bid.add_metric(labels, met.best_bid * rec.rate)
-            ask.add_metric(labels, met.best_ask * rec.rate)
-            spread.add_metric(labels, met.spread_ratio)
+            _add(bid, labels, met.best_bid * rec.rate)
+            _add(ask, labels, met.best_ask * rec.rate)
+            _add(spread, labels, met.spread_ratio)
             for b, bl in bands:
                 bd, ad = met.depth[b]
-                depth.add_metric([ex, symbol, "bid", bl], bd)
-                depth.add_metric([ex, symbol, "ask", bl], ad)
-                complete.add_metric([ex, symbol, bl], float(met.depth_complete[b]))
+                _add(depth, book_side(ex, symbol, "bid", bl), bd)
+                _add(depth, book_side(ex, symbol, "ask", bl), ad)
+                band_labels = book_band(ex, symbol, bl)
+                _add(complete, band_labels, float(met.depth_complete[b]))
                 if b in met.imbalance:
-                    imbalance.add_metric([ex, symbol, bl], met.imbalance[b])
+                    _add(imbalance, band_labels, met.imbalance[b])
         yield from (bid, ask, spread, depth, complete, imbalance, updated, stale)
 
     def _feeds(self) -> Iterator[Metric]:
@@ -133,14 +147,19 @@ class MarketCollector(Collector):
         errors = CounterMetricFamily(
             P + "feed_errors", "Feed errors by reason", labels=[*ls, "reason"]
         )
+        book, book_reason = self._book, self._book_reason
         for stats in self.state.feeds.values():
-            labels = [stats.exchange, stats.symbol]
-            up.add_metric(labels, float(stats.up))
-            msgs.add_metric(labels, stats.messages)
-            reconnects.add_metric(labels, stats.reconnects)
-            resyncs.add_metric(labels, stats.resyncs)
+            labels = book(stats.exchange, stats.symbol)
+            _add(up, labels, float(stats.up))
+            _count(msgs, labels, stats.messages)
+            _count(reconnects, labels, stats.reconnects)
+            _count(resyncs, labels, stats.resyncs)
             for reason in ErrorReason:
-                errors.add_metric([*labels, reason.value], stats.errors[reason])
+                _count(
+                    errors,
+                    book_reason(stats.exchange, stats.symbol, reason.value),
+                    stats.errors[reason],
+                )
         yield from (up, msgs, reconnects, resyncs, errors)
 
     def _latency(self) -> Iterator[Metric]:
@@ -194,24 +213,27 @@ class MarketCollector(Collector):
             P + "optimal_net_profit_quote", "Net profit at the optimal notional", labels=pl
         )
         notionals = [(n, label_number(n)) for n in m.config.notionals]
+        pair, route = self._pair, self._route
         for key in m.pair_keys():
-            labels = list(key)
+            s, a, b = key
+            labels = pair(s, a, b)
             result = m.live_pair(key, self._now)
             if result is None:
                 for _, nl_ in notionals:
-                    fillable.add_metric([*labels, nl_], 0.0)
+                    _add(fillable, route(s, a, b, nl_), 0.0)
                 continue
-            cross.add_metric(labels, result.gross_spread)
+            _add(cross, labels, result.gross_spread)
             for fill, (_, nl_) in zip(result.fills, notionals, strict=True):
-                fillable.add_metric([*labels, nl_], float(fill.fillable))
+                route_labels = route(s, a, b, nl_)
+                _add(fillable, route_labels, float(fill.fillable))
                 if fill.net_roi is not None and fill.net_profit is not None:
-                    roi.add_metric([*labels, nl_], fill.net_roi)
-                    profit.add_metric([*labels, nl_], fill.net_profit)
+                    _add(roi, route_labels, fill.net_roi)
+                    _add(profit, route_labels, fill.net_profit)
             # No profitable size at all is exported as 0 ("nothing to trade").
             opt = result.optimum
-            breakeven.add_metric(labels, opt.breakeven_notional if opt else 0.0)
-            optimal.add_metric(labels, opt.optimal_notional if opt else 0.0)
-            optimal_profit.add_metric(labels, opt.optimal_net_profit if opt else 0.0)
+            _add(breakeven, labels, opt.breakeven_notional if opt else 0.0)
+            _add(optimal, labels, opt.optimal_notional if opt else 0.0)
+            _add(optimal_profit, labels, opt.optimal_net_profit if opt else 0.0)
         yield from (cross, roi, profit, fillable, breakeven, optimal, optimal_profit)
 
     def _windows(self) -> Iterator[Metric]:
@@ -221,10 +243,11 @@ class MarketCollector(Collector):
             P + "window_open", "1 while a profitable window is open", labels=nl
         )
         total = CounterMetricFamily(P + "windows", "Profitable windows opened", labels=nl)
+        route, is_opened = self._route, w.open
         for key, count in w.totals.items():
-            labels = [key[0], key[1], key[2], label_number(key[3])]
-            is_open.add_metric(labels, float(key in w.open))
-            total.add_metric(labels, count)
+            labels = route(key[0], key[1], key[2], label_number(key[3]))
+            _add(is_open, labels, float(key in is_opened))
+            _count(total, labels, count)
         dur = HistogramMetricFamily(
             P + "window_duration_seconds", "Duration of closed windows", labels=["symbol"]
         )
@@ -238,11 +261,23 @@ class MarketCollector(Collector):
         yield from (is_open, total, dur)
 
 
+def _add(family: Metric, labels: dict[str, str], value: float) -> None:
+    """``GaugeMetricFamily.add_metric`` with prebuilt labels (same sample)."""
+    family.samples.append(Sample(family.name, labels, value))
+
+
+def _count(family: Metric, labels: dict[str, str], value: float) -> None:
+    """``CounterMetricFamily.add_metric`` with prebuilt labels (same sample)."""
+    family.samples.append(Sample(family.name + "_total", labels, value))
+
+
 class IntelligenceCollector(Collector):
     """Renders the precomputed intelligence dicts; no computation in ``collect()``."""
 
     def __init__(self, intel: Intelligence) -> None:
         self.intel = intel
+        self._route = LabelCache(_ROUTE)
+        self._book = LabelCache(_BOOK)
 
     def describe(self) -> list[Metric]:
         return []
@@ -281,15 +316,17 @@ class IntelligenceCollector(Collector):
             "Execution risk score in [0, 1] (fill, latency, volatility, book age)",
             labels=["symbol", "buy_exchange", "sell_exchange", "notional"],
         )
+        route = self._route
         for (s, a, b, n), rk in it.risk.items():
-            risk.add_metric([s, a, b, label_number(n)], rk.score)
+            _add(risk, route(s, a, b, label_number(n)), rk.score)
         pressure = GaugeMetricFamily(
             p + "buying_pressure_ratio",
             "(1 + reference-band imbalance) / 2: bid share of the band's depth",
             labels=["exchange", "symbol"],
         )
+        book = self._book
         for (ex, s), pr in it.pressure.items():
-            pressure.add_metric([ex, s], pr.value)
+            _add(pressure, book(ex, s), pr.value)
         p50 = GaugeMetricFamily(
             p + "feed_latency_p50_seconds",
             "Median feed latency over insights.latency_seconds (histogram_quantile rules)",

@@ -129,3 +129,4 @@ class HttpServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        self.exposition.close()

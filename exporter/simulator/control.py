@@ -59,7 +59,9 @@ Write (POST, JSON body; every answer has ``"ok": true``):
 - ``/control/dislocation`` ``{"symbol":"BTC" | "BTC/USD", "exchange":"kraken", "size":0.004,
   "duration":3.0}``: multiply that exchange's fair price of the asset by ``1 + size`` for
   ``duration`` seconds (size may be negative).
-- ``/control/mode`` ``{"mode":"random"|"fixed_rate"|"firehose", "rate"?: steps/s per market}``.
+- ``/control/mode`` ``{"mode":"random"|"fixed_rate"|"firehose", "rate"?: steps/s per market,
+  "markets"?: [[exchange, market], ...]}``: with ``firehose``, ``markets`` limits the firehose
+  to those markets and every other market steps at ``rate`` per second (quiet but live).
 - ``/control/reset`` ``{"frozen"?: false}``: back to the state right after startup. Every
   WebSocket is aborted; books, sequences and price walks are regenerated from the seed;
   dislocations, faults (stalls, stopped markets, pending drops, frozen books, REST errors,
@@ -426,7 +428,18 @@ class Control:
             rate = _num(body, "rate")
             if rate <= 0:
                 raise ControlError("rate must be > 0")
-        self.engine.set_mode(cast(Mode, mode), rate)
+        only = None
+        if body.get("markets") is not None:
+            if mode != "firehose" or not isinstance(body["markets"], list):
+                raise ControlError("markets: a list of [exchange, market], with mode firehose")
+            keys: set[Key] = set()
+            for item in body["markets"]:
+                if not isinstance(item, list) or len(item) != 2:
+                    raise ControlError("markets: a list of [exchange, market]")
+                exchange = self._exchange(item[0])
+                keys.add((exchange, self._market(exchange, item[1])))
+            only = frozenset(keys)
+        self.engine.set_mode(cast(Mode, mode), rate, only)
         return web.json_response({"ok": True, "mode": mode, "rate": self.engine.rate})
 
 

@@ -5,7 +5,9 @@ applies one step to every market that is not frozen, stopped or stalled, then ca
 market's venue (`Venue.publish`), which encodes the update and queues it on its sockets.
 Modes: ``random`` (interval jittered 0.5-1.5 x 1/rate, 1-4 random ops per step),
 ``fixed_rate`` (exactly `rate` steps per second per market, 2 ops each), ``firehose`` (as fast
-as the sockets drain; only markets somebody subscribed to change). The send lag — how far
+as the sockets drain; only markets somebody subscribed to change). Firehose may be limited to
+a few markets (`Engine.firehose_markets`): the others then step at `rate` per second, so a
+client can hold many quiet-but-live books next to a saturated one. The send lag — how far
 behind schedule a tick ran — is recorded.
 """
 
@@ -193,6 +195,8 @@ class Engine:
         self.rate = rate
         self.mode: Mode = mode
         self.initial = (rate, mode)  # what `reset` restores
+        # firehose only these markets (the others step at `rate`); None: every market
+        self.firehose_markets: frozenset[Key] | None = None
         self.frozen = False
         self.stopped: set[Key] = set()
         self.stalled_until: dict[Key, float] = {}
@@ -236,6 +240,7 @@ class Engine:
             await asyncio.sleep(0.005)
         self.world = World(self.world.seed, self.world.levels)
         self.rate, self.mode = self.initial
+        self.firehose_markets = None
         self.frozen = frozen
         self.stopped.clear()
         self.stalled_until.clear()
@@ -250,10 +255,13 @@ class Engine:
         self._wake.set()  # re-plan the schedule with the startup rate
         return len(victims)
 
-    def set_mode(self, mode: Mode, rate: float | None) -> None:
+    def set_mode(
+        self, mode: Mode, rate: float | None, firehose_markets: frozenset[Key] | None = None
+    ) -> None:
         self.mode = mode
         if rate is not None:
             self.rate = rate
+        self.firehose_markets = firehose_markets if mode == "firehose" else None
         self._wake.set()  # re-plan the schedule now
 
     def silent(self, key: Key, now: float | None = None) -> bool:
@@ -268,8 +276,8 @@ class Engine:
         del self.stalled_until[key]
         return False
 
-    def tick(self) -> None:
-        """Advance the walks and step every live market once."""
+    def tick(self, keys: list[Key] | None = None) -> None:
+        """Advance the walks and step every live market (of ``keys``, when given) once."""
         if self.frozen:
             return
         world = self.world
@@ -279,7 +287,7 @@ class Engine:
         now = time.monotonic()
         firehose = self.mode == "firehose"
         send_log = self.send_log
-        for key in world.market_keys():
+        for key in world.market_keys() if keys is None else keys:
             if self.silent(key, now):
                 continue
             exchange, symbol = key
@@ -300,13 +308,21 @@ class Engine:
             if send_log is not None and venue is not None and not drop:
                 send_log.append((exchange, symbol, update.last_seq, time.time()))
 
-    def safe_tick(self) -> None:
+    def safe_tick(self, keys: list[Key] | None = None) -> None:
         """`tick`, but a bug in one step is logged and counted instead of killing the clock."""
         try:
-            self.tick()
+            self.tick(keys)
         except Exception:
             self.counters.engine_errors += 1
             log.exception("simulator tick failed")
+
+    def _split(self) -> tuple[list[Key] | None, list[Key]]:
+        """(markets to firehose (None: all), markets stepped at `rate`)."""
+        only = self.firehose_markets
+        if only is None:
+            return None, []
+        keys = self.world.market_keys()
+        return [k for k in keys if k in only], [k for k in keys if k not in only]
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -316,12 +332,17 @@ class Engine:
                 if self.frozen:
                     await asyncio.sleep(0.01)
                     continue
-                self.safe_tick()
+                fast, slow = self._split()
+                self.safe_tick(fast)
+                if slow and loop.time() >= next_at:
+                    self.safe_tick(slow)
+                    next_at = max(next_at + 1.0 / max(self.rate, 1e-6), loop.time() - 1.0)
                 await asyncio.sleep(0)
                 # backpressure: poll the socket queues (many queues, no single event to wait on)
                 while any(v.max_queue() > HIGH_WATER for v in self.venues.values()):  # noqa: ASYNC110
                     await asyncio.sleep(0.0005)
-                next_at = loop.time()
+                if not slow:
+                    next_at = loop.time()
                 continue
             interval = 1.0 / max(self.rate, 1e-6)
             if self.mode == "random":

@@ -28,6 +28,7 @@ WebSocket v2 at ``/kraken/v2`` (any path starting with it):
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 import zlib
 from datetime import UTC, datetime
@@ -58,10 +59,18 @@ def _strip(s: str) -> str:
     return s.replace(".", "").lstrip("0")
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def _digits(units: int, decimals: int) -> str:
+    # cached: the top 10 levels barely change between steps, and formatting them for every
+    # update was the firehose's largest cost
+    return _strip(fmt_units(units, decimals))
+
+
 def book_checksum(book: Book) -> int:
     """Kraken v2 CRC32 over the ground truth's top 10 levels per side."""
-    parts = [_strip(book.price_str(p)) + _strip(book.qty_str(q)) for p, q in book.top_asks(10)]
-    parts += [_strip(book.price_str(p)) + _strip(book.qty_str(q)) for p, q in book.top_bids(10)]
+    pd, qd = book.spec.price_decimals, book.spec.qty_decimals
+    parts = [_digits(p, pd) + _digits(q, qd) for p, q in book.top_asks(10)]
+    parts += [_digits(p, pd) + _digits(q, qd) for p, q in book.top_bids(10)]
     return zlib.crc32("".join(parts).encode()) & 0xFFFFFFFF
 
 
