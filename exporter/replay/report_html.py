@@ -114,13 +114,15 @@ def route_chart(route: Mapping[str, Any], span: tuple[float, float]) -> dict[str
     """The route's Vega-Lite spec: ROI over time with windows shaded | duration histogram.
 
     Scale domains and the bin extent are set from the report (the replay span, the longest
-    window) rather than computed in the browser: a route without windows then draws empty
-    axes instead of warning about infinite extents.
+    window) rather than computed in the browser: a route without windows, or without any
+    fillable evaluation, then draws empty axes instead of warning about infinite extents.
     """
     alt, _ = _load_extra()
     origin, end = span
     base_ms = round(origin * 1000)
+    series = route.get("series") or []
     spans = route.get("window_spans") or []
+    fillable = any(roi is not None for _, roi in series)
     longest = max((float(e) - float(s) for s, e in spans), default=0.0)
     bin_extent = [0.0, longest if longest > 0 else 1.0]
     # The shared x scale's domain is set once, on the zoomable ROI line: set on the windows
@@ -151,11 +153,22 @@ def route_chart(route: Mapping[str, Any], span: tuple[float, float]) -> dict[str
         .transform_window(ms="sum(dt)", frame=[None, 0])
         .transform_calculate(time=f"{base_ms} + datum.ms")
         .mark_line(strokeWidth=1, invalid="break-paths-show-domains")
-        .encode(x=alt.X("time:T", scale=utc, axis=axis), y=alt.Y("bps:Q", title="net ROI (bps)"))
+        .encode(
+            x=alt.X("time:T", scale=utc, axis=axis),
+            y=alt.Y(
+                "bps:Q",
+                title="net ROI (bps)",
+                scale=alt.Undefined if fillable else alt.Scale(domain=[-1, 1]),
+            ),
+        )
     )
     zero = alt.Chart(alt.InlineData(values=[{}])).mark_rule(color="#888").encode(y=alt.datum(0))
     over_time = alt.layer(shaded, roi, zero).properties(
-        width=ROI_WIDTH, height=CHART_HEIGHT, title="net ROI over time (windows shaded)"
+        width=ROI_WIDTH,
+        height=CHART_HEIGHT,
+        title="net ROI over time (windows shaded)"
+        if fillable
+        else "net ROI over time (no fillable evaluation)",
     )
     durations = (
         alt.Chart(alt.NamedData(name="windows"), name=DURATION_MARK)
@@ -196,7 +209,7 @@ def route_chart(route: Mapping[str, Any], span: tuple[float, float]) -> dict[str
     ]
     # Added after validation: Altair would walk every point of a day's arrays.
     spec.setdefault("datasets", {}).update(
-        series=[compact_series(route.get("series") or [], origin)],
+        series=[compact_series(series, origin)],
         windows=[compact_spans(spans, origin)],
     )
     return spec

@@ -24,7 +24,7 @@ from playwright.sync_api import Browser, Request, Route, sync_playwright
 
 from exporter.cli.main import main
 from exporter.replay.report_html import render_html
-from tests.support.reports import DEFAULT_ROUTES, build_report
+from tests.support.reports import DEFAULT_ROUTES, START, build_report
 
 TARDIS = sorted((Path(__file__).resolve().parents[1] / "data" / "tardis").glob("*.csv"))
 
@@ -174,6 +174,25 @@ def test_report_renders_offline_with_every_row(browser: Browser, tmp_path: Path)
         spans = [t * 1000 for span in route["window_spans"] for t in span]
         assert got_spans == pytest.approx(spans, abs=1)
         assert all(origin * 1000 <= s < e for s, e in values["spans"])
+
+
+def test_routes_without_data_draw_empty_charts(browser: Browser, tmp_path: Path) -> None:
+    """No fillable evaluation, no evaluation at all, an empty span: empty axes, no warning."""
+    report = build_report(60, DEFAULT_ROUTES[:3], windowless=None)
+    report["routes"][0]["series"] = [[t, None] for t, _ in report["routes"][0]["series"]]
+    report["routes"][1]["series"] = []
+    for route in report["routes"][:2]:
+        route["window_spans"] = []
+    seen = open_report(browser, report, tmp_path / "sparse.html", values=True)
+    assert_clean(seen)
+    assert_rows(seen, report)
+    assert seen.charts[0]["values"]["bps"] == [None] * 60
+    assert seen.charts[2]["windows"] > 0  # the third route keeps its data
+    span = {"start": START, "end": START, "seconds": 0.0}
+    empty = {**report, "span": span, "routes": [report["routes"][1]]}
+    seen = open_report(browser, empty, tmp_path / "empty.html", values=False)
+    assert_clean(seen)
+    assert_rows(seen, empty)
 
 
 def test_a_day_of_six_routes_renders(browser: Browser, tmp_path: Path) -> None:
