@@ -37,13 +37,20 @@ from exporter.simulator.endpoints import ccxt_config, generated_markets  # noqa:
 DEPTH = 100
 
 
-def symbol_map(n: int) -> dict[str, dict[str, str]]:
-    out = {
+VENUES = ("binance", "kraken", "bybit", "okx", "coinbase")  # --venues 5: all of them
+
+
+def symbol_map(n: int, venues: int = 2) -> dict[str, dict[str, str]]:
+    out: dict[str, dict[str, str]] = {
         "BTC/USD": {"binance": "BTC/USDT", "kraken": "BTC/USD"},
         "ETH/USD": {"binance": "ETH/USDT", "kraken": "ETH/USD"},
         "SOL/USD": {"binance": "SOL/USDT", "kraken": "SOL/USD"},
     }
-    for spec in generated_markets(n):
+    if venues == 5:  # as exporter/demo.yaml
+        for symbol, mapping in out.items():
+            base = symbol.split("/")[0]
+            mapping.update(bybit=f"{base}/USDT", okx=f"{base}/USDT", coinbase=f"{base}/USD")
+    for spec in generated_markets(n, venues):
         out.setdefault(spec.canonical, {})[spec.exchange] = spec.symbol
     return out
 
@@ -51,8 +58,8 @@ def symbol_map(n: int) -> dict[str, dict[str, str]]:
 def make_config(args: argparse.Namespace) -> Config:
     index, count = (int(x) for x in args.shard.split("/"))
     data: dict[str, Any] = {
-        "exchanges": {ex: {"ccxt": ccxt_config(ex, args.base_url)} for ex in ("binance", "kraken")},
-        "symbols": symbol_map(args.symbols),
+        "exchanges": {ex: {"ccxt": ccxt_config(ex, args.base_url)} for ex in VENUES[: args.venues]},
+        "symbols": symbol_map(args.symbols, args.venues),
         "quote_conversion": {"USDT": {"book": {"exchange": "kraken", "market": "USDT/USD"}}},
         "notionals": [1000, 10000, 50000],
         "bands": [0.001, 0.005, 0.01],
@@ -79,7 +86,9 @@ async def reporter(read: Any, interval: float = 0.1) -> None:
 async def run_raw(args: argparse.Namespace) -> None:
     from exporter.sharding import select
 
-    symbols = select(symbol_map(args.symbols), *(int(x) for x in args.shard.split("/")))
+    symbols = select(
+        symbol_map(args.symbols, args.venues), *(int(x) for x in args.shard.split("/"))
+    )
     markets = [(ex, m) for mapping in symbols.values() for ex, m in mapping.items()]
     markets.append(("kraken", "USDT/USD"))
     handled = [0]
@@ -99,7 +108,7 @@ async def run_raw(args: argparse.Namespace) -> None:
         return Counting(cfg)
 
     loaded: dict[str, Any] = {}
-    for ex in ("binance", "kraken"):
+    for ex in VENUES[: args.venues]:
         loader = make(ex)
         await loader.load_markets()
         loaded[ex] = (loader.markets, loader.currencies)
@@ -161,6 +170,7 @@ def main() -> None:
     p.add_argument("mode", choices=["raw", "exporter"])
     p.add_argument("--base-url", required=True)
     p.add_argument("--symbols", type=int, default=3)
+    p.add_argument("--venues", type=int, choices=[2, 5], default=2, help="2: Binance, Kraken")
     p.add_argument("--shard", default="0/1", help="INDEX/COUNT")
     p.add_argument("--redis", default=None)
     p.add_argument("--port", type=int, default=0)

@@ -156,9 +156,10 @@ USDT_USD_MID: Final = 1.0002
 _generated: list[MarketSpec] = []
 
 
-def generated_markets(symbols: int) -> list[MarketSpec]:
+def generated_markets(symbols: int, venues: int = 2) -> list[MarketSpec]:
     """Markets for canonical symbols 4..``symbols``: ``G0004/USDT`` on Binance and
-    ``G0004/USD`` on Kraken, ..., for scale benchmarks (the three real assets come first)."""
+    ``G0004/USD`` on Kraken, ..., for scale benchmarks (the three real assets come first).
+    ``venues=5`` also lists them on Bybit and OKX (``/USDT``) and Coinbase (``/USD``)."""
     out: list[MarketSpec] = []
     for i in range(4, symbols + 1):
         base = f"G{i:04d}"
@@ -166,12 +167,17 @@ def generated_markets(symbols: int) -> list[MarketSpec]:
         out.append(_b(f"{base}/USDT", 3, 3, "0.001", price))
         pair = f"{base}USD"
         out.append(_k(f"{base}/USD", pair, pair, f"{base}/USD", (base, "ZUSD"), 3, price))
+        if venues >= 5:
+            out.append(_v("bybit", f"{base}/USDT", f"{base}USDT", 3, 3, "0.001", "1", price))
+            out.append(_v("okx", f"{base}/USDT", f"{base}-USDT", 3, 3, "0.001", "0", price))
+            out.append(_c(f"{base}/USD", price))
     return out
 
 
-def set_symbols(symbols: int) -> None:
-    """Serve ``max(symbols, 3)`` canonical symbols (default 3: only SIMULATED_MARKETS)."""
-    _generated[:] = generated_markets(symbols)
+def set_symbols(symbols: int, venues: int = 2) -> None:
+    """Serve ``max(symbols, 3)`` canonical symbols (default 3: only SIMULATED_MARKETS), the
+    generated ones on Binance and Kraken, or on all five venues (``venues=5``)."""
+    _generated[:] = generated_markets(symbols, venues)
 
 
 def all_markets() -> tuple[MarketSpec, ...]:

@@ -57,9 +57,10 @@ def build(
     symbols: int = 3,
     record_sends: bool = False,
     coinbase_idle_timeout: float = 10.0,
+    venues: int = 2,
 ) -> Simulator:
     """Build the app; the engine and background tasks start with the app (on_startup)."""
-    set_symbols(symbols)
+    set_symbols(symbols, venues)
     engine = Engine(World(seed), rate=rate, mode=mode)
     if record_sends:
         engine.send_log = deque(maxlen=5_000_000)
@@ -119,11 +120,12 @@ async def serve(
     symbols: int = 3,
     record_sends: bool = False,
     coinbase_idle_timeout: float = 10.0,
+    venues: int = 2,
 ) -> None:
     """Serve until `stop` is set (or SIGINT/SIGTERM when `stop` is None)."""
     sim = build(
         seed, rate, mode, dislocation_every, dislocation_size, dislocation_duration,
-        symbols, record_sends, coinbase_idle_timeout,
+        symbols, record_sends, coinbase_idle_timeout, venues,
     )  # fmt: skip
     runner = web.AppRunner(sim.app, handle_signals=False, access_log=None)
     await runner.setup()
@@ -168,6 +170,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="canonical symbols served (>3 adds generated G0004/USDT + G0004/USD ...)",
     )  # fmt: skip
     p.add_argument(
+        "--venues", type=int, choices=[2, 5], default=2,
+        help="venues of the generated symbols: Binance and Kraken, or all five",
+    )  # fmt: skip
+    p.add_argument(
         "--record-sends", action="store_true",
         help="log each update's publish time for GET /control/sends (latency benchmarks)",
     )  # fmt: skip
@@ -198,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         symbols=args.symbols,
         record_sends=args.record_sends,
         coinbase_idle_timeout=args.coinbase_idle_timeout,
+        venues=args.venues,
     )
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(coro)
