@@ -156,3 +156,19 @@ def test_run_with_record_closes_files_on_sigterm(sim: SimulatorHarness, tmp_path
     stats = ReadStats()
     assert sum(1 for _ in read_updates(data_files(out), stats)) > 0
     assert stats.truncated == 0
+
+
+def test_record_usage_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from exporter.cli.main import main
+
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(sim_config_data("http://127.0.0.1:1")))
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("")
+    base = ["--config.file", str(config)]
+    assert main(["record", *base, "--out", str(tmp_path / "o"), "--duration", "0"]) == 2
+    assert "--duration must be > 0" in capsys.readouterr().err
+    assert main(["record", *base, "--out", str(not_a_dir / "sub"), "--duration", "1"]) == 2
+    assert main(["run", *base, "--record", str(not_a_dir / "sub")]) == 2
+    assert capsys.readouterr().err.count("cannot create the record directory") == 2
+    assert not (tmp_path / "o").exists()
