@@ -65,7 +65,9 @@ def check_files(directory: Path) -> None:
 async def test_recording_rebuilds_every_book_the_exporter_computed_on(
     sim: SimulatorHarness, tmp_path: Path
 ) -> None:
-    config = parse(sim_config_data(sim.base_url), "test", environ={})
+    data = sim_config_data(sim.base_url)
+    data["exchanges"]["kraken"]["taker_fee"] = 0.00001  # the sidecar keeps ccxt's listing
+    config = parse(data, "test", environ={})
     seen: dict[tuple[str, str, int], BookSnapshot] = {}
 
     def tap(snap: BookSnapshot) -> None:
@@ -82,6 +84,13 @@ async def test_recording_rebuilds_every_book_the_exporter_computed_on(
         await asyncio.sleep(1.5)
     final = {key: exp.state.snapshot(*key) for key in exp.feed_stats}
     check_files(tmp_path)
+    sidecar = find_sidecar(data_files(tmp_path)[-1])
+    assert sidecar is not None and sidecar.name.startswith("kraken_markets_")
+    listed = load_sidecar(sidecar)[1]["BTC/USD"]
+    assert listed.taker_fee != 0.00001
+    held_terms = exp.fees.get("kraken", "BTC/USD")
+    assert held_terms is not None and held_terms.taker_fee == 0.00001
+    assert (listed.min_cost, listed.min_amount) == (held_terms.min_cost, held_terms.min_amount)
 
     index = market_index(config)
     rebuilt = Rebuilt()
