@@ -15,7 +15,9 @@ from exporter.model import Level
 
 
 class Side:
-    """One side of a book. ``bids`` keeps its prices ascending too; only the copy reverses."""
+    """One side of a book. Prices are kept ascending on both sides; the top-K copy (bids high
+    -> low, asks low -> high) is patched in place of a rebuild: a row inside the top K costs
+    two tuple slices (C), a row below it nothing."""
 
     __slots__ = ("_amounts", "_bids", "_depth", "_prices", "_top")
 
@@ -24,7 +26,7 @@ class Side:
         self._prices: list[float] = []
         self._bids = bids
         self._depth = depth
-        self._top: tuple[Level, ...] | None = ()
+        self._top: tuple[Level, ...] = ()
 
     def __len__(self) -> int:
         return len(self._prices)
@@ -34,49 +36,51 @@ class Side:
         self._prices.clear()
         self._top = ()
 
-    def _in_top(self, price: float) -> bool:
-        """Whether a change at ``price`` can alter the top K copy (before it is applied)."""
-        prices = self._prices
-        n = len(prices)
-        if n < self._depth:
-            return True
-        if self._bids:
-            return price >= prices[n - self._depth]
-        return price <= prices[self._depth - 1]
-
     def set(self, price: float, amount: float) -> None:
         """Apply one row: amount 0 deletes the level (a delete of an absent level is a no-op,
         as in Tardis files where a level may be deleted twice)."""
-        amounts = self._amounts
+        amounts, prices, depth = self._amounts, self._prices, self._depth
+        n = len(prices)
         if amount == 0.0:
-            if price in amounts:
-                if self._top is not None and self._in_top(price):
-                    self._top = None
-                del amounts[price]
-                prices = self._prices
-                del prices[bisect.bisect_left(prices, price)]
+            if price not in amounts:
+                return
+            idx = bisect.bisect_left(prices, price)
+            del prices[idx]
+            del amounts[price]
+            pos = n - 1 - idx if self._bids else idx
+            if pos < depth:
+                top = self._top
+                top = top[:pos] + top[pos + 1 :]
+                if n - 1 >= depth:  # the next level moves up into the copy
+                    nxt = prices[n - 1 - depth] if self._bids else prices[depth - 1]
+                    top += ((nxt, amounts[nxt]),)
+                self._top = top
             return
         if price in amounts:
-            if self._top is not None and self._in_top(price):
-                self._top = None
             amounts[price] = amount
+            idx = bisect.bisect_left(prices, price)
+            pos = n - 1 - idx if self._bids else idx
+            if pos < depth:
+                top = self._top
+                self._top = (*top[:pos], (price, amount), *top[pos + 1 :])
             return
-        if self._top is not None and self._in_top(price):
-            self._top = None
         amounts[price] = amount
-        bisect.insort(self._prices, price)
+        idx = bisect.bisect_left(prices, price)
+        prices.insert(idx, price)
+        pos = n - idx if self._bids else idx
+        if pos < depth:
+            top = self._top
+            top = (*top[:pos], (price, amount), *top[pos:])
+            self._top = top[:depth] if len(top) > depth else top
 
     def top(self) -> tuple[Level, ...]:
         """The best ``depth`` levels: bids high -> low, asks low -> high."""
-        top = self._top
-        if top is None:
-            amounts = self._amounts
-            if self._bids:
-                chosen: Iterable[float] = reversed(self._prices[-self._depth :])
-            else:
-                chosen = self._prices[: self._depth]
-            top = self._top = tuple([(p, amounts[p]) for p in chosen])
-        return top
+        return self._top
+
+    def rebuilt(self) -> tuple[Level, ...]:
+        """The same copy built from scratch (tests compare it with :meth:`top`)."""
+        chosen = self._prices[-self._depth :][::-1] if self._bids else self._prices[: self._depth]
+        return tuple((p, self._amounts[p]) for p in chosen)
 
 
 class L2Book:

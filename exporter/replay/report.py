@@ -129,10 +129,18 @@ class ReportingTracker(WindowTracker):
         )
         self._state = state
         self._routes = routes
+        # A pair's notionals are observed one after the other at one instant: whether the
+        # pair was evaluated from live books is looked up once for all of them.
+        self._last: tuple[str, str, str, float, bool] | None = None
 
     def observe(self, key: WindowKey, roi: float | None, profit: float | None, now: float) -> None:
         super().observe(key, roi, profit, now)
-        evaluated = self._state.live_pair((key[0], key[1], key[2])) is not None
+        last = self._last
+        if last is not None and last[3] == now and last[:3] == key[:3]:
+            evaluated = last[4]
+        else:
+            evaluated = self._state.live_pair((key[0], key[1], key[2])) is not None
+            self._last = (key[0], key[1], key[2], now, evaluated)
         self._routes.evaluation(key, roi, evaluated, key in self.open, now)
 
 

@@ -7,6 +7,8 @@ import logging
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from exporter.config import Config, parse
@@ -63,11 +65,34 @@ def test_book_updates_deletions_and_top_k_order() -> None:
     before = book.bids.top()
     book.apply(False, [(90.0, 1.0)], [], bad)
     assert book.bids.top() is before
+    # A deletion inside the top K moves the next level up.
+    book.apply(False, [(98.5, 0.0)], [], bad)
+    assert book.bids.top() == ((99.0, 2.0), (98.0, 3.0))
+    book.apply(False, [(98.5, 4.0)], [], bad)
     # ... and an amount change inside the top K rebuilds it.
     book.apply(False, [(99.0, 7.0)], [], bad)
     assert book.bids.top() == ((99.0, 7.0), (98.5, 4.0))
     book.apply(False, [(55.0, 0.0)], [], bad)  # deleting an absent level: nothing happens
     assert len(book.bids) == 4 and bad == []
+
+
+@given(
+    st.lists(
+        st.tuples(st.booleans(), st.integers(1, 30), st.sampled_from([0.0, 0.0, 1.0, 2.5])),
+        max_size=200,
+    ),
+    st.integers(1, 8),
+)
+def test_patched_top_equals_a_rebuild_after_any_rows(
+    rows: list[tuple[bool, int, float]], depth: int
+) -> None:
+    book = L2Book(depth=depth, max_price=1e9, max_qty=1e12)
+    bad: list[tuple[str, float, float]] = []
+    for is_bid, tick, amount in rows:
+        level = [(100.0 + tick * 0.5, amount)]
+        book.apply(False, level if is_bid else [], [] if is_bid else level, bad)
+        assert book.bids.top() == book.bids.rebuilt()
+        assert book.asks.top() == book.asks.rebuilt()
 
 
 def test_snapshot_after_updates_replaces_the_book() -> None:
