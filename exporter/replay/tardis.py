@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from exporter.config import Config
-from exporter.model import FeedKey, MarketInfo
+from exporter.model import FeedKey, Level, MarketInfo
 
 log = logging.getLogger(__name__)
 
@@ -221,8 +221,9 @@ class TardisFormatError(ValueError):
     """A file that is not an ``incremental_book_L2`` CSV (wrong or missing header)."""
 
 
-# A parsed row as merged: ordering by (local_ts, file index, line) keeps file order on ties.
-_Row = tuple[int, int, int, str, str, int, bool, bool, float, float]
+# One file's rows of one update, as merged: (local_us, file index, line, exchange, symbol,
+# ts_us, is_snapshot, bids, asks). Ordering by the first three keeps file order on ties.
+_Group = tuple[int, int, int, str, str, int, bool, list[Level], list[Level]]
 
 
 class _Malformed:
@@ -273,7 +274,10 @@ def _lines(path: Path, stats: ReadStats) -> Iterator[str]:
         raw.close()
 
 
-def _file_rows(path: Path, index: int, stats: ReadStats, bad: _Malformed) -> Iterator[_Row]:
+def _file_groups(path: Path, index: int, stats: ReadStats, bad: _Malformed) -> Iterator[_Group]:
+    """The file's updates: consecutive well-formed rows with the same (exchange, symbol,
+    local_timestamp, is_snapshot). Grouped here, per file, so that the merge across files
+    and its comparisons run once per update rather than once per row."""
     name = path.name
     lines = _lines(path, stats)
     header = next(lines, None)
@@ -281,6 +285,10 @@ def _file_rows(path: Path, index: int, stats: ReadStats, bad: _Malformed) -> Ite
         return  # empty (or broken before the header): nothing recorded
     if header.strip() != HEADER:
         raise TardisFormatError(f"{path}: expected header {HEADER!r}, got {header[:200]!r}")
+    group: _Group | None = None
+    bids: list[Level] = []
+    asks: list[Level] = []
+    key_ex = key_sym = key_lts = key_snap = ""
     lineno = 1
     for line in lines:
         lineno += 1
@@ -291,19 +299,13 @@ def _file_rows(path: Path, index: int, stats: ReadStats, bad: _Malformed) -> Ite
             continue
         exchange, symbol, ts, lts, snap, side, price_s, amount_s = parts
         try:
-            local_us = int(lts)
-            ts_us = int(ts) if ts else local_us
             price = float(price_s)
             amount = float(amount_s)
         except ValueError:
             bad(f"{name}:{lineno}", "not a number", line)
             continue
-        if snap == "true":
-            is_snapshot = True
-        elif snap == "false":
-            is_snapshot = False
-        else:
-            bad(f"{name}:{lineno}", "is_snapshot", line)
+        if not (price > 0 and amount >= 0 and math.isfinite(price + amount)):
+            bad(f"{name}:{lineno}", "price or amount out of range", line)
             continue
         if side == "bid":
             is_bid = True
@@ -312,45 +314,59 @@ def _file_rows(path: Path, index: int, stats: ReadStats, bad: _Malformed) -> Ite
         else:
             bad(f"{name}:{lineno}", "side", line)
             continue
-        if not (price > 0 and amount >= 0 and math.isfinite(price + amount)):
-            bad(f"{name}:{lineno}", "price or amount out of range", line)
-            continue
+        if not (lts == key_lts and snap == key_snap and symbol == key_sym and exchange == key_ex):
+            try:
+                local_us = int(lts)
+                ts_us = int(ts) if ts else local_us
+            except ValueError:
+                bad(f"{name}:{lineno}", "not a number", line)
+                continue
+            if snap != "true" and snap != "false":
+                bad(f"{name}:{lineno}", "is_snapshot", line)
+                continue
+            if group is not None:
+                yield group
+            bids, asks = [], []
+            group = (local_us, index, lineno, exchange, symbol, ts_us, snap == "true", bids, asks)
+            key_ex, key_sym, key_lts, key_snap = exchange, symbol, lts, snap
         stats.rows += 1
-        yield (local_us, index, lineno, exchange, symbol, ts_us, is_snapshot, is_bid, price, amount)
+        (bids if is_bid else asks).append((price, amount))
+    if group is not None:
+        yield group
 
 
 def read_updates(paths: Sequence[Path], stats: ReadStats) -> Iterator[BookUpdate]:
     """Book updates of all files merged by ``local_timestamp`` (ties: files in argument order,
     then line order). Consecutive rows with the same (exchange, symbol, local_timestamp) and
-    is_snapshot form one update. Streaming: one row per file in memory at a time."""
+    is_snapshot form one update. Streaming: one update per file in memory at a time."""
     bad = _Malformed(stats)
     names = [p.name for p in paths]
-    merged = heapq.merge(*(_file_rows(p, i, stats, bad) for i, p in enumerate(paths)))
-    group: tuple[str, str, int, bool] | None = None
-    first: _Row | None = None
-    bids: list[tuple[float, float]] = []
-    asks: list[tuple[float, float]] = []
-    for row in merged:
-        local_us, _i, _n, exchange, symbol, _ts, is_snapshot, is_bid, price, amount = row
-        key = (exchange, symbol, local_us, is_snapshot)
-        if key != group:
-            if first is not None:
-                stats.updates += 1
-                yield _update(first, bids, asks, names)
-            group, first, bids, asks = key, row, [], []
-        (bids if is_bid else asks).append((price, amount))
-    if first is not None:
+    files = [_file_groups(p, i, stats, bad) for i, p in enumerate(paths)]
+    merged = files[0] if len(files) == 1 else heapq.merge(*files)
+    pending: _Group | None = None
+    for group in merged:
+        if (
+            pending is not None
+            and group[0] == pending[0]
+            and group[6] == pending[6]
+            and group[4] == pending[4]
+            and group[3] == pending[3]
+        ):
+            # The same update continues in the next file (equal local timestamps).
+            pending[7].extend(group[7])
+            pending[8].extend(group[8])
+            continue
+        if pending is not None:
+            stats.updates += 1
+            yield _update(pending, names)
+        pending = group
+    if pending is not None:
         stats.updates += 1
-        yield _update(first, bids, asks, names)
+        yield _update(pending, names)
 
 
-def _update(
-    first: _Row,
-    bids: list[tuple[float, float]],
-    asks: list[tuple[float, float]],
-    names: list[str],
-) -> BookUpdate:
-    local_us, index, lineno, exchange, symbol, ts_us, is_snapshot = first[:7]
+def _update(group: _Group, names: list[str]) -> BookUpdate:
+    local_us, index, lineno, exchange, symbol, ts_us, is_snapshot, bids, asks = group
     return BookUpdate(
         exchange=exchange,
         symbol=symbol,
