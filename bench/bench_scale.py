@@ -10,6 +10,11 @@ After every feed is live and a warm-up, over ``--measure``
 seconds: exporter CPU (share of one core), RSS, the simulator's send lag, and the client's
 backlog (messages sent but not yet handled, in seconds of traffic).
 
+``--rate 0`` (quiet): the books go live at 10 updates/s, then the simulator freezes every book
+(it still answers pings and sends Kraken heartbeats) and the exporter's CPU is measured over
+``--measure`` seconds (60 by default here) with nothing happening, including the reconnects a
+silent market causes every ``feeds.stale_after`` (counted from /metrics); ``quiet.json``.
+
 ``--raw`` runs a bare ccxt.pro loop (bench/client.py raw) on the same markets instead: the
 CPU that ccxt.pro alone needs, the floor under the exporter's figure (without
 permessage-deflate, as the exporter's clients).
@@ -21,7 +26,9 @@ Coinbase: 5N+1 markets, 20 routes per symbol; ``scale_5venues.json``).
 from __future__ import annotations
 
 import argparse
+import re
 import time
+import urllib.request
 from typing import Any
 
 from common import (
@@ -38,9 +45,17 @@ from common import (
 )
 
 
+def counter_sum(port: int, name: str) -> float:
+    """Sum of every sample of ``name`` in the exporter's /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as resp:
+        body = resp.read().decode()
+    return sum(float(v) for v in re.findall(rf"^{name}{{[^}}]*}} (\S+)$", body, re.M))
+
+
 def measure_n(args: argparse.Namespace, n: int, redis: Redis) -> dict[str, Any]:
     venues = ["--venues", str(args.venues)]
-    sim = Sim(args.sim_cpus, n, args.rate, *venues)
+    quiet = args.rate == 0
+    sim = Sim(args.sim_cpus, n, 10.0 if quiet else args.rate, *venues)
     port = free_port()
     if args.raw:  # without permessage-deflate, as the exporter's clients
         cmd = ["raw", "--base-url", sim.base_url, "--symbols", str(n), "--no-compress", *venues]
@@ -53,10 +68,14 @@ def measure_n(args: argparse.Namespace, n: int, redis: Redis) -> dict[str, Any]:
         t = time.time()
         client.wait_live(timeout=300)
         startup = time.time() - t
+        if quiet:
+            sim.post("/control/freeze")  # keepalives only from now on
         if not args.raw:
             scraper = Scraper(f"http://127.0.0.1:{port}/metrics", args.scrape_interval)
         time.sleep(args.warm)
         sim.post("/control/counters/reset")
+        if quiet and not args.raw:
+            reconnects0 = counter_sum(port, "cryptoarb_feed_reconnects_total")
         r0, c0, t0 = client.report(), cpu_seconds(client.pid), time.time()
         rss: list[float] = []
         while time.time() - t0 < args.measure:
@@ -64,6 +83,10 @@ def measure_n(args: argparse.Namespace, n: int, redis: Redis) -> dict[str, Any]:
             rss.append(rss_mb(client.pid))
         r1, c1, t1 = client.report(), cpu_seconds(client.pid), time.time()
         counters = sim.counters()
+        extra: dict[str, Any] = {}
+        if quiet and not args.raw:
+            reconnects = counter_sum(port, "cryptoarb_feed_reconnects_total") - reconnects0
+            extra = {"quiet": True, "reconnects": reconnects, "measure_s": round(t1 - t0, 1)}
         sent_rate = sim.sent(counters) / (t1 - t0)
         handled_rate = (r1["handled"] - r0["handled"]) / max(r1["t"] - r0["t"], 1e-9)
         # Kraken heartbeats (1/s per socket) are handled but not in messages_sent (and
@@ -85,6 +108,7 @@ def measure_n(args: argparse.Namespace, n: int, redis: Redis) -> dict[str, Any]:
             if scraper and scraper.times
             else None,
             "scrape_bytes": scraper.sizes[-1] if scraper and scraper.sizes else None,
+            **extra,
         }
     finally:
         if scraper is not None:
@@ -96,10 +120,10 @@ def measure_n(args: argparse.Namespace, n: int, redis: Redis) -> dict[str, Any]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--symbols", type=int, nargs="+", default=[10, 50, 100, 200])
-    p.add_argument("--rate", type=float, default=10.0, help="updates/s per market")
+    p.add_argument("--rate", type=float, default=10.0, help="updates/s per market (0: quiet)")
     # past the exporter's one-off gc.freeze() 15 s after start (app.py), so it is not measured
     p.add_argument("--warm", type=float, default=25.0)
-    p.add_argument("--measure", type=float, default=10.0)
+    p.add_argument("--measure", type=float, default=None, help="s (10; 60 with --rate 0)")
     p.add_argument("--sim-cpus", default="0")
     p.add_argument("--client-cpus", default="1")
     p.add_argument(
@@ -114,6 +138,8 @@ def main() -> None:
         help="5: every symbol on Binance, Kraken, Bybit, OKX and Coinbase (scale_5venues.json)",
     )  # fmt: skip
     args = p.parse_args()
+    if args.measure is None:
+        args.measure = 60.0 if args.rate == 0 else 10.0
     started = time.time()
     redis = Redis()
     rows, figures = [], []
@@ -139,6 +165,8 @@ def main() -> None:
     name = "scale_raw" if args.raw else "scale"
     if args.venues == 5:
         name = "scale_5venues_raw" if args.raw else "scale_5venues"
+    if args.rate == 0:
+        name = "quiet" if args.venues == 2 else f"quiet_{args.venues}venues"
     path = write_results(name, {**settings, "venues": args.venues, "runs": figures}, started)
     print(f"results: {path}")
 
