@@ -25,6 +25,7 @@ from exporter.config import Config, parse
 from exporter.model import FeedKey
 from exporter.replay.session import Options, replay
 from exporter.replay.tardis import ReadStats, market_index, read_updates
+from exporter.replay.terms import load_terms
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +119,7 @@ async def run_jobs(
     config: Config, paths: Sequence[Path], jobs: int, options: Options
 ) -> list[dict[str, Any]]:
     """The partials of a replay split over ``jobs`` processes (one process: in this one)."""
+    load_terms(config, paths)  # a missing fee stops the replay here, before any job starts
     planned, origin = plan(config, paths, jobs)
     options = replace(options, origin=origin)
     if len(planned) <= 1:
@@ -129,8 +131,11 @@ async def run_jobs(
     )
     data = config.model_dump(mode="python")
     loop = asyncio.get_running_loop()
-    # spawn: a fresh interpreter per worker (no inherited event loop, sockets or threads).
-    ctx = multiprocessing.get_context("spawn")
+    # fork where there is one: the workers start with every module already imported (a
+    # spawned worker spends seconds importing before it reads a row). Nothing here holds a
+    # socket or a thread yet, and asyncio ignores the parent's running loop in a child.
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    ctx = multiprocessing.get_context(method)
     with ProcessPoolExecutor(max_workers=len(planned), mp_context=ctx) as pool:
         futures = [
             loop.run_in_executor(
