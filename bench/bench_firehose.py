@@ -46,8 +46,11 @@ SERIES_PER_SYMBOL = 113  # default config: books, feeds, pairs, windows, insight
 QUIET_RATE = 1.0  # steps/s of every market outside the firehose
 
 
-def firehose(sim: Sim) -> None:
-    sim.post("/control/mode", {"mode": "firehose", "rate": QUIET_RATE, "markets": FIREHOSE})
+def firehose(sim: Sim, ops: int) -> None:
+    sim.post(
+        "/control/mode",
+        {"mode": "firehose", "rate": QUIET_RATE, "markets": FIREHOSE, "ops": ops},
+    )
 
 
 def calm(sim: Sim) -> None:
@@ -59,7 +62,7 @@ def start_client(args: argparse.Namespace, sim: Sim, mode: str, symbols: int, re
     port = free_port()
     if mode == "exporter":
         cargs += ["--redis", redis.url, "--port", str(port)]
-        cargs += ["--render-on-loop"] if args.render_on_loop else []
+        cargs += ["--render-thread"] if args.render_thread else []
     else:
         cargs += ["--no-compress"]  # the exporter's clients read uncompressed frames
     client = Client(args.client_cpus, [mode, *cargs])
@@ -73,7 +76,7 @@ def phase(
     """Firehose on, warm up, measure handled msg/s (and scrapes, for the exporter)."""
     scraper = Scraper(f"http://127.0.0.1:{port}/metrics", 1.0) if port else None
     try:
-        firehose(sim)
+        firehose(sim, args.ops)
         time.sleep(args.warm)
         if scraper is not None:
             scraper.times.clear()
@@ -165,9 +168,10 @@ def main() -> None:
     p.add_argument("--series", type=int, nargs="*", default=[1000, 10000])
     p.add_argument("--scrape-measure", type=float, default=60.0, help="s per series size")
     p.add_argument("--no-ratio", action="store_true", help="part 2 only")
+    p.add_argument("--ops", type=int, default=2, help="book changes per firehose update")
     p.add_argument(
-        "--render-on-loop", action="store_true",
-        help="format /metrics on the event loop in 3 ms slices (the thread renderer's baseline)",
+        "--render-thread", action="store_true",
+        help="format /metrics in a worker thread (Exposition(render_thread=True))",
     )  # fmt: skip
     p.add_argument("--sim-cpus", default="0")
     p.add_argument("--client-cpus", default="1")
@@ -183,8 +187,9 @@ def main() -> None:
     figures: dict[str, Any] = {
         "firehose_markets": FIREHOSE,
         "quiet_rate_per_market": QUIET_RATE,
+        "ops_per_update": args.ops,
         "scrape_interval_s": 1.0,
-        "renderer": "event loop, 3 ms slices" if args.render_on_loop else "thread",
+        "renderer": "worker thread" if args.render_thread else "event loop, 20 ms slices",
     }
     try:
         if not args.no_ratio:

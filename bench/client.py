@@ -135,10 +135,10 @@ async def run_exporter(args: argparse.Namespace) -> None:
     from exporter.model import BookStatus
 
     exporter = Exporter(make_config(args))
-    if args.render_on_loop:  # the sliced on-loop renderer, for comparison
+    if args.render_thread:  # /metrics formatted in a worker thread, for comparison
         from exporter.http.exposition import Exposition
 
-        exporter.server.exposition = Exposition(exporter.registry, render_thread=False)
+        exporter.server.exposition = Exposition(exporter.registry, render_thread=True)
     trace: list[tuple[str, str, Any, float]] = []
     if args.trace:
 
@@ -176,7 +176,7 @@ def main() -> None:
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--trace", default=None)
     p.add_argument("--uvloop", action="store_true")
-    p.add_argument("--render-on-loop", action="store_true", help="exporter: /metrics on the loop")
+    p.add_argument("--render-thread", action="store_true", help="exporter: format in a thread")
     p.add_argument("--no-compress", action="store_true", help="raw: no permessage-deflate")
     args = p.parse_args()
     coro = run_raw(args) if args.mode == "raw" else run_exporter(args)

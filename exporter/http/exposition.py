@@ -11,18 +11,20 @@ renders the same ``registry.collect()`` output to the same bytes, faster:
   only where Go's formatting differs (>= 1e6, NaN, infinities).
 
 :class:`Exposition.render` walks ``registry.collect()`` lazily and formats in slices of at most
-``slice_seconds``, yielding to the event loop between slices, so feeds keep being served during
-a large scrape. A collector builds a group of families (books, feeds, pairs, windows) in one
-uninterrupted step from immutable records, so each group is a consistent snapshot; groups may
-be a few milliseconds apart, as separate collectors always are. Concurrent scrapes share one
-render.
+``slice_seconds`` (20 ms: a 10k-series scrape is one step), yielding to the event loop between
+slices, so feeds keep being served during a large scrape. Under saturated ingestion each yield
+waits a whole loop iteration of websocket callbacks (tens of ms), so a scrape is answered
+sooner the fewer steps it takes. A collector builds a group of families (books, feeds, pairs,
+windows) in one uninterrupted step from immutable records, so each group is a consistent
+snapshot; groups may be a few milliseconds apart, as separate collectors always are.
+Concurrent scrapes share one render.
 
-Off the loop: by default only the collection (building the families from the state's
-immutable records) runs on the event loop; formatting them runs in one worker thread that
-reads nothing but those freshly built families. Under saturated ingestion every yield of a
-sliced render waits a whole loop iteration of websocket callbacks, so the fewer steps a
-scrape takes on the loop, the sooner it is answered. Collection still yields between groups
-once a step has run for ``slice_seconds``.
+Off the loop (``render_thread=True``): only the collection (building the families from the
+state's immutable records) runs on the event loop; formatting runs in one worker thread that
+reads nothing but those freshly built families. It takes the formatting off the loop, but
+the thread competes with a busy loop for the GIL and waking the scrape after it costs two
+more loop iterations: measured under a saturated loop it answered later than one 20 ms step
+on the loop (bench/README.md, "Scrape"), so it is not the default.
 
 Precomputed labels: a collector may give a sample a :class:`LabelSet` (from a
 :class:`LabelCache`) instead of a plain dict; it is one object per series, reused at every
@@ -178,21 +180,17 @@ def generate(registry: Collector, renderer: Renderer | None = None) -> bytes:
 class Exposition:
     """Renders a registry for /metrics without stalling the event loop for long.
 
-    ``render_thread`` (default): collect on the loop, format in one worker thread (owned
-    here; :meth:`close` shuts it down). Otherwise format on the loop too, in slices."""
+    On the loop in slices (default), or with ``render_thread``: collect on the loop, format
+    in one worker thread (owned here; :meth:`close` shuts it down)."""
 
     def __init__(
         self,
         registry: Collector,
-        slice_seconds: float | None = None,
-        render_thread: bool = True,
+        slice_seconds: float = 0.02,
+        render_thread: bool = False,
     ) -> None:
         self.registry = registry
-        # on the loop only collection runs when a thread formats: a longer slice keeps a
-        # 10k-series collection (~10 ms) in one step
-        self.slice_seconds = (
-            (0.015 if render_thread else 0.003) if slice_seconds is None else slice_seconds
-        )
+        self.slice_seconds = slice_seconds
         self.renderer = Renderer()
         self.render_thread = render_thread
         self._executor: ThreadPoolExecutor | None = None  # started at the first render

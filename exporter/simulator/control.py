@@ -60,8 +60,9 @@ Write (POST, JSON body; every answer has ``"ok": true``):
   "duration":3.0}``: multiply that exchange's fair price of the asset by ``1 + size`` for
   ``duration`` seconds (size may be negative).
 - ``/control/mode`` ``{"mode":"random"|"fixed_rate"|"firehose", "rate"?: steps/s per market,
-  "markets"?: [[exchange, market], ...]}``: with ``firehose``, ``markets`` limits the firehose
-  to those markets and every other market steps at ``rate`` per second (quiet but live).
+  "markets"?: [[exchange, market], ...], "ops"?: 1..50}``: with ``firehose``, ``markets``
+  limits the firehose to those markets and every other market steps at ``rate`` per second
+  (quiet but live); ``ops`` is the number of book changes per firehose step (default 2).
 - ``/control/reset`` ``{"frozen"?: false}``: back to the state right after startup. Every
   WebSocket is aborted; books, sequences and price walks are regenerated from the seed;
   dislocations, faults (stalls, stopped markets, pending drops, frozen books, REST errors,
@@ -439,7 +440,10 @@ class Control:
                 exchange = self._exchange(item[0])
                 keys.add((exchange, self._market(exchange, item[1])))
             only = frozenset(keys)
-        self.engine.set_mode(cast(Mode, mode), rate, only)
+        ops = body.get("ops", 2)
+        if isinstance(ops, bool) or not isinstance(ops, int) or not 1 <= ops <= 50:
+            raise ControlError("ops must be an integer in 1..50")
+        self.engine.set_mode(cast(Mode, mode), rate, only, ops)
         return web.json_response({"ok": True, "mode": mode, "rate": self.engine.rate})
 
 

@@ -7,8 +7,9 @@ Modes: ``random`` (interval jittered 0.5-1.5 x 1/rate, 1-4 random ops per step),
 ``fixed_rate`` (exactly `rate` steps per second per market, 2 ops each), ``firehose`` (as fast
 as the sockets drain; only markets somebody subscribed to change). Firehose may be limited to
 a few markets (`Engine.firehose_markets`): the others then step at `rate` per second, so a
-client can hold many quiet-but-live books next to a saturated one. The send lag — how far
-behind schedule a tick ran — is recorded.
+client can hold many quiet-but-live books next to a saturated one; `Engine.firehose_ops` sets
+the book changes per firehose step (2 by default; a real venue's 100 ms diff carries dozens).
+The send lag — how far behind schedule a tick ran — is recorded.
 """
 
 from __future__ import annotations
@@ -197,6 +198,7 @@ class Engine:
         self.initial = (rate, mode)  # what `reset` restores
         # firehose only these markets (the others step at `rate`); None: every market
         self.firehose_markets: frozenset[Key] | None = None
+        self.firehose_ops = 2  # book changes per firehose step
         self.frozen = False
         self.stopped: set[Key] = set()
         self.stalled_until: dict[Key, float] = {}
@@ -241,6 +243,7 @@ class Engine:
         self.world = World(self.world.seed, self.world.levels)
         self.rate, self.mode = self.initial
         self.firehose_markets = None
+        self.firehose_ops = 2
         self.frozen = frozen
         self.stopped.clear()
         self.stalled_until.clear()
@@ -256,12 +259,17 @@ class Engine:
         return len(victims)
 
     def set_mode(
-        self, mode: Mode, rate: float | None, firehose_markets: frozenset[Key] | None = None
+        self,
+        mode: Mode,
+        rate: float | None,
+        firehose_markets: frozenset[Key] | None = None,
+        firehose_ops: int = 2,
     ) -> None:
         self.mode = mode
         if rate is not None:
             self.rate = rate
         self.firehose_markets = firehose_markets if mode == "firehose" else None
+        self.firehose_ops = firehose_ops
         self._wake.set()  # re-plan the schedule now
 
     def silent(self, key: Key, now: float | None = None) -> bool:
@@ -276,14 +284,16 @@ class Engine:
         del self.stalled_until[key]
         return False
 
-    def tick(self, keys: list[Key] | None = None) -> None:
-        """Advance the walks and step every live market (of ``keys``, when given) once."""
+    def tick(self, keys: list[Key] | None = None, ops: int | None = None) -> None:
+        """Advance the walks and step every live market (of ``keys``, when given) once, with
+        ``ops`` book changes each (default: per the mode)."""
         if self.frozen:
             return
         world = self.world
         world.advance()
         self.counters.ticks += 1
-        ops = 2 if self.mode != "random" else 1 + int(world.rng.random() * 4)
+        if ops is None:
+            ops = 2 if self.mode != "random" else 1 + int(world.rng.random() * 4)
         now = time.monotonic()
         firehose = self.mode == "firehose"
         send_log = self.send_log
@@ -308,10 +318,10 @@ class Engine:
             if send_log is not None and venue is not None and not drop:
                 send_log.append((exchange, symbol, update.last_seq, time.time()))
 
-    def safe_tick(self, keys: list[Key] | None = None) -> None:
+    def safe_tick(self, keys: list[Key] | None = None, ops: int | None = None) -> None:
         """`tick`, but a bug in one step is logged and counted instead of killing the clock."""
         try:
-            self.tick(keys)
+            self.tick(keys, ops)
         except Exception:
             self.counters.engine_errors += 1
             log.exception("simulator tick failed")
@@ -333,7 +343,7 @@ class Engine:
                     await asyncio.sleep(0.01)
                     continue
                 fast, slow = self._split()
-                self.safe_tick(fast)
+                self.safe_tick(fast, self.firehose_ops)
                 if slow and loop.time() >= next_at:
                     self.safe_tick(slow)
                     next_at = max(next_at + 1.0 / max(self.rate, 1e-6), loop.time() - 1.0)

@@ -32,7 +32,7 @@ def market_registry() -> tuple[CollectorRegistry, Harness]:
 
 async def test_thread_render_equals_loop_render_and_generate_latest() -> None:
     for reg in (registry(), market_registry()[0]):
-        threaded, on_loop = Exposition(reg), Exposition(reg, render_thread=False)
+        threaded, on_loop = Exposition(reg, render_thread=True), Exposition(reg)
         try:
             for _ in range(2):  # cold, then with every label text cached
                 a, b = await threaded.render(), await on_loop.render()
@@ -50,7 +50,7 @@ async def test_formatting_runs_off_the_loop_thread() -> None:
             return super().render(metrics)  # type: ignore[arg-type]
 
     reg = registry()
-    expo = Exposition(reg)
+    expo = Exposition(reg, render_thread=True)
     expo.renderer = Spy()
     try:
         assert await expo.render() == generate_latest(reg)
@@ -75,7 +75,7 @@ async def test_changes_after_collection_do_not_reach_the_render() -> None:
             time.sleep(0.05)  # the loop changes every gauge meanwhile
             return super().render(metrics)  # type: ignore[arg-type]
 
-    expo = Exposition(reg)
+    expo = Exposition(reg, render_thread=True)
     expo.renderer = Slow()
 
     async def change_all() -> None:
@@ -119,7 +119,7 @@ async def test_scrape_is_answered_while_the_loop_is_busy() -> None:
             steps += 1
             await asyncio.sleep(0)
 
-    expo = Exposition(reg)
+    expo = Exposition(reg, render_thread=True)
     task = asyncio.create_task(busy())
     try:
         await asyncio.sleep(0.05)
@@ -156,7 +156,7 @@ def test_label_sets_are_reused_and_carry_their_text() -> None:
 
 async def test_close_then_render_starts_a_new_thread() -> None:
     reg = registry()
-    expo = Exposition(reg)
+    expo = Exposition(reg, render_thread=True)
     try:
         first = await expo.render()
         expo.close()
