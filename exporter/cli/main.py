@@ -94,6 +94,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--simulator.port", dest="sim_port", type=int, default=0)
     demo.add_argument("--seed", type=int, default=42)
+    demo.add_argument("--record", dest="record_dir", metavar="DIR",
+                      help="also record the books to DIR (Tardis files)")  # fmt: skip
     demo.add_argument("--webhook.token-file", dest="webhook_token_file",
                       help="alert-log webhook token (default: a generated one)")  # fmt: skip
     demo.add_argument("--no-observability", dest="observability", action="store_false",
@@ -264,6 +266,10 @@ def _demo_token(path: str | None, tmp: tempfile.TemporaryDirectory[str]) -> tupl
 async def _demo(args: argparse.Namespace) -> int:
     from exporter.devstack.procs import RedisProcess, SimulatorProcess
 
+    record_dir = _record_dir(args.record_dir) if args.record_dir else None
+    if args.record_dir and record_dir is None:
+        return EXIT_CONFIG
+
     sim = SimulatorProcess(
         ["--seed", str(args.seed), "--port", str(args.sim_port), "--dislocation-every", "6"]
     )
@@ -299,7 +305,7 @@ async def _demo(args: argparse.Namespace) -> int:
             + "  Ctrl-C to stop\n",
             flush=True,
         )  # fmt: skip
-        return await _serve(config)
+        return await _serve(config, record_dir=record_dir)
     finally:
         if stack is not None:
             await stack.stop()
