@@ -58,7 +58,8 @@ def calm(sim: Sim) -> None:
 
 
 def start_client(args: argparse.Namespace, sim: Sim, mode: str, symbols: int, redis: Redis) -> Any:
-    cargs = ["--base-url", sim.base_url, "--symbols", str(symbols)]
+    cargs = ["--base-url", sim.base_url, "--symbols", str(symbols), "--loop-stats"]
+    cargs += ["--drain-cap", str(args.drain_cap)] if args.drain_cap else []
     port = free_port()
     if mode == "exporter":
         cargs += ["--redis", redis.url, "--port", str(port)]
@@ -83,6 +84,8 @@ def phase(
         r0, c0 = client.report(), cpu_seconds(client.pid)
         time.sleep(measure)
         r1, c1 = client.report(), cpu_seconds(client.pid)
+        with client._lock:
+            iters = [r["iter_max_ms"] for r in client.history if r0["t"] < r["t"] <= r1["t"]]
     finally:
         calm(sim)
         if scraper is not None:
@@ -92,6 +95,12 @@ def phase(
         "msgs_per_s": round((r1["handled"] - r0["handled"]) / span, 1),
         "cpu_share_of_core": round((c1 - c0) / span, 3),
         "live_at_end": f"{r1['live']}/{r1['feeds']}",
+        # longest event-loop iteration in each 0.1 s report interval
+        "loop_iteration_max_ms": {
+            "p50": round(median(iters), 1),
+            "p99": round(percentile(iters, 99), 1),
+            "max": round(max(iters, default=float("nan")), 1),
+        },
     }
     if scraper is not None:
         out["scrape_ms"] = [round(t * 1000, 1) for t in scraper.times]
@@ -125,9 +134,10 @@ def ratio_part(args: argparse.Namespace, sim: Sim, redis: Redis) -> dict[str, An
             if mode == "exporter":
                 s = scrape_stats(r["scrape_ms"])
                 extra = f"  scrape p50 {s['p50_ms']} p99 {s['p99_ms']} max {s['max_ms']} ms"
+            it = r["loop_iteration_max_ms"]
             print(
                 f"rep {rep + 1} {mode:8s} {r['msgs_per_s']:8.0f} msg/s  "
-                f"CPU {r['cpu_share_of_core']:.0%}{extra}",
+                f"CPU {r['cpu_share_of_core']:.0%}  loop iteration p99 {it['p99']} ms{extra}",
                 flush=True,
             )
     raw = [r["msgs_per_s"] for r in runs["raw"]]
@@ -170,6 +180,10 @@ def main() -> None:
     p.add_argument("--no-ratio", action="store_true", help="part 2 only")
     p.add_argument("--ops", type=int, default=2, help="book changes per firehose update")
     p.add_argument(
+        "--drain-cap", type=int, default=0,
+        help="both clients: ccxt handles at most K buffered frames per loop callback",
+    )  # fmt: skip
+    p.add_argument(
         "--render-thread", action="store_true",
         help="format /metrics in a worker thread (Exposition(render_thread=True))",
     )  # fmt: skip
@@ -188,6 +202,7 @@ def main() -> None:
         "firehose_markets": FIREHOSE,
         "quiet_rate_per_market": QUIET_RATE,
         "ops_per_update": args.ops,
+        "drain_cap": args.drain_cap or None,
         "scrape_interval_s": 1.0,
         "renderer": "worker thread" if args.render_thread else "event loop, 20 ms slices",
     }
@@ -202,7 +217,9 @@ def main() -> None:
             print(
                 f"{f['series']:6d} series ({f['symbols']} symbols): {f['msgs_per_s']:.0f} msg/s, "
                 f"scrape p50 {s['p50_ms']} p99 {s['p99_ms']} max {s['max_ms']} ms "
-                f"({s['scrapes']} scrapes, {f['scrape_errors']} errors)",
+                f"({s['scrapes']} scrapes, {f['scrape_errors']} errors), CPU "
+                f"{f['cpu_share_of_core']:.0%}, loop iteration p99 "
+                f"{f['loop_iteration_max_ms']['p99']} ms",
                 flush=True,
             )
     finally:

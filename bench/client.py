@@ -71,16 +71,72 @@ def make_config(args: argparse.Namespace) -> Config:
     return parse(data, "bench", environ={})
 
 
-def emit(handled: int, live: int, feeds: int) -> None:
-    row = {"t": time.time(), "handled": handled, "live": live, "feeds": feeds}
+class IterationProbe:
+    """Length of each event-loop iteration: a callback that re-queues itself with call_soon
+    runs once per iteration (``--loop-stats``: the longest iteration of each report
+    interval goes out as ``iter_max_ms``, and how many ran as ``iters``)."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.last = time.perf_counter()
+        self.longest = 0.0
+        self.count = 0
+        self.handle = self.loop.call_soon(self._tick)
+
+    def _tick(self) -> None:
+        now = time.perf_counter()
+        self.longest = max(self.longest, now - self.last)
+        self.count += 1
+        self.last = now
+        self.handle = self.loop.call_soon(self._tick)
+
+    def take(self) -> dict[str, float]:
+        out = {"iter_max_ms": round(self.longest * 1000, 2), "iters": self.count}
+        self.longest, self.count = 0.0, 0
+        return out
+
+
+def cap_ccxt_drain(cap: int) -> None:
+    """``--drain-cap K`` (measurement of a proposed feed change): ccxt's receive loop handles
+    at most K buffered frames per loop callback and continues in the next iteration, instead
+    of draining everything one socket read brought in one callback."""
+    from ccxt.async_support.base.ws import client as ws_client
+
+    original = ws_client.Client.receive_loop
+    overhead = getattr(ws_client, "MSG_SIZE_OVERHEAD", 0)
+
+    def receive_loop(self: Any) -> None:
+        buf = self.buffer if not self.closed() else None
+        if buf and len(buf) > cap + 1:
+            size_delta = 0
+            for _ in range(cap):
+                message, size = buf.popleft()
+                size_delta += size + overhead
+                self.handle_message(message)
+            # as ccxt does: the queue's size accounting is settled when buf[0] is read
+            buf[0] = (buf[0][0], buf[0][1] + size_delta)
+            self.asyncio_loop.call_soon(self.receive_loop)
+            return
+        original(self)
+
+    ws_client.Client.receive_loop = receive_loop
+
+
+def emit(handled: int, live: int, feeds: int, **extra: Any) -> None:
+    row = {"t": time.time(), "handled": handled, "live": live, "feeds": feeds, **extra}
     sys.stdout.write(json.dumps(row) + "\n")
     sys.stdout.flush()
 
 
-async def reporter(read: Any, interval: float = 0.1) -> None:
-    while True:
-        emit(*read())
-        await asyncio.sleep(interval)
+async def reporter(read: Any, interval: float = 0.1, probe: bool = False) -> None:
+    iterations = IterationProbe() if probe else None
+    try:
+        while True:
+            emit(*read(), **(iterations.take() if iterations else {}))
+            await asyncio.sleep(interval)
+    finally:
+        if iterations is not None:
+            iterations.handle.cancel()
 
 
 async def run_raw(args: argparse.Namespace) -> None:
@@ -125,7 +181,9 @@ async def run_raw(args: argparse.Namespace) -> None:
             await client.close()
 
     async with asyncio.TaskGroup() as tg:
-        tg.create_task(reporter(lambda: (handled[0], len(live), len(markets))))
+        tg.create_task(
+            reporter(lambda: (handled[0], len(live), len(markets)), probe=args.loop_stats)
+        )
         for ex, market in markets:
             tg.create_task(watch(ex, market))
 
@@ -156,7 +214,7 @@ async def run_exporter(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, exporter.stop)
-    task = asyncio.create_task(reporter(read))
+    task = asyncio.create_task(reporter(read, probe=args.loop_stats))
     try:
         await exporter.run()
     finally:
@@ -177,8 +235,12 @@ def main() -> None:
     p.add_argument("--trace", default=None)
     p.add_argument("--uvloop", action="store_true")
     p.add_argument("--render-thread", action="store_true", help="exporter: format in a thread")
+    p.add_argument("--loop-stats", action="store_true", help="report loop iteration lengths")
+    p.add_argument("--drain-cap", type=int, default=0, help="ccxt: frames per loop callback")
     p.add_argument("--no-compress", action="store_true", help="raw: no permessage-deflate")
     args = p.parse_args()
+    if args.drain_cap:
+        cap_ccxt_drain(args.drain_cap)
     coro = run_raw(args) if args.mode == "raw" else run_exporter(args)
     if args.uvloop:
         import uvloop

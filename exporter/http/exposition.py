@@ -34,6 +34,7 @@ scrape, and carries its rendered text once it has been formatted.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -198,12 +199,34 @@ class Exposition:
         self.longest_step_seconds = 0.0  # longest stretch without yielding (benchmarks)
 
     async def render(self) -> bytes:
-        """The current exposition; a scrape arriving mid-render shares that render."""
-        if self._inflight is not None and not self._inflight.done():
-            return await asyncio.shield(self._inflight)
-        task = asyncio.ensure_future(self._render())
-        self._inflight = task
-        return await asyncio.shield(task)
+        """The current exposition; a scrape arriving mid-render shares that render.
+
+        The first scrape renders in its own task: a separate render task would cost two more
+        loop iterations to hand its result back, each a whole iteration of websocket
+        callbacks under saturated ingestion."""
+        while True:
+            shared = self._inflight
+            if shared is None or shared.done():
+                break
+            with contextlib.suppress(asyncio.CancelledError):
+                return await asyncio.shield(shared)
+            task = asyncio.current_task()
+            if not shared.cancelled() or (task is not None and task.cancelling()):
+                raise asyncio.CancelledError  # this waiter itself was cancelled
+            # the scrape rendering it went away mid-render: render again
+        fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._inflight = fut
+        try:
+            body = await self._render()
+        except asyncio.CancelledError:
+            fut.cancel()
+            raise
+        except BaseException as exc:
+            fut.set_exception(exc)
+            fut.exception()  # retrieved: waiters, if any, re-raise it
+            raise
+        fut.set_result(body)
+        return body
 
     def close(self) -> None:
         """Stop the render thread (a render in progress finishes first); a later render

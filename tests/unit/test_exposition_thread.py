@@ -163,3 +163,30 @@ async def test_close_then_render_starts_a_new_thread() -> None:
         assert await expo.render() == first == generate_latest(reg)
     finally:
         expo.close()
+
+
+async def test_one_step_scrape_does_not_wait_for_the_loop() -> None:
+    """A scrape that fits in one slice is answered in the scraping task's own step: no loop
+    iteration (a whole iteration of websocket callbacks under a firehose) runs before it."""
+    reg = registry()
+    expo = Exposition(reg)
+    ran: list[bool] = []
+    asyncio.get_running_loop().call_soon(ran.append, True)
+    body = await expo.render()
+    assert not ran
+    assert body == generate_latest(reg)
+
+
+async def test_a_waiter_renders_again_when_the_shared_render_is_cancelled() -> None:
+    reg = CollectorRegistry()
+    g = Gauge("value", "V", ["i"], registry=reg)
+    for i in range(300):
+        g.labels(str(i)).set(i)
+    expo = Exposition(reg, slice_seconds=0.0)  # yields between families: can be cancelled
+    first = asyncio.create_task(expo.render())
+    await asyncio.sleep(0)  # first is rendering
+    second = asyncio.create_task(expo.render())
+    await asyncio.sleep(0)  # second waits for first's render
+    first.cancel()
+    assert await second == generate_latest(reg)
+    assert first.cancelled()
