@@ -5,8 +5,10 @@
 The simulator runs in fixed-rate mode pinned to core 0, the client pinned to core 1. Run A is a
 bare ccxt.pro loop (bench/client.py raw: one client per market, ``watch_order_book`` only);
 run B is the full exporter (analytics, windows, Redis writes to a private redis-server,
-/metrics scraped every second). Both watch the same 7 markets (3 symbols x 2 exchanges + the
-USDT/USD conversion book). Messages are ccxt handler calls (every frame), not watch returns.
+/metrics scraped every second). A reads the same frames as B (no permessage-deflate, as the
+exporter's clients) on the same event loop (``--uvloop``: both). Both watch the same 7
+markets (3 symbols x 2 exchanges + the USDT/USD conversion book). Messages are ccxt handler
+calls (every frame), not watch returns.
 
 A trial offers R messages/s in total for ``--measure`` seconds after a short warm-up. It
 passes when the simulator's send lag stays under 100 ms and the client keeps up: the backlog
@@ -136,7 +138,7 @@ def main() -> None:
     p.add_argument("--guess", type=float, default=4000.0, help="first offered rate, msg/s")
     p.add_argument("--sim-cpus", default="0")
     p.add_argument("--client-cpus", default="1")
-    p.add_argument("--uvloop", action="store_true", help="run B with uvloop")
+    p.add_argument("--uvloop", action="store_true", help="run A and B with uvloop")
     p.add_argument("--cost-rate", type=float, default=2500.0, help="msg/s for the CPU trial")
     p.add_argument("--no-search", action="store_true", help="CPU-cost trial only")
     p.add_argument(
@@ -157,11 +159,11 @@ def main() -> None:
             for variant in ("A", "B"):
                 port = free_port()
                 cargs = ["--base-url", sim.base_url, "--symbols", str(args.symbols)]
-                if variant == "A":
-                    client = Client(args.client_cpus, ["raw", *cargs])
+                cargs += ["--uvloop"] if args.uvloop else []  # the same loop on both sides
+                if variant == "A":  # no permessage-deflate, as the exporter's clients
+                    client = Client(args.client_cpus, ["raw", *cargs, "--no-compress"])
                 else:
                     extra = ["--redis", redis.url, "--port", str(port)]
-                    extra += ["--uvloop"] if args.uvloop else []
                     client = Client(args.client_cpus, ["exporter", *cargs, *extra])
                 scraper = None
                 try:
