@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import logging
+import socket
 import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -18,6 +19,8 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 ReadinessCheck = Callable[[], tuple[bool, dict[str, Any]]]
+SEND_BUFFER_FLOOR = 64 << 10  # responses up to this size leave in one write anyway
+SEND_BUFFER_MAX = 4 << 20  # Linux caps it at net.core.wmem_max (and doubles it)
 
 
 def json_error(status: int, message: str, **extra: Any) -> web.Response:
@@ -49,6 +52,21 @@ LANDING = """<!doctype html>
 {extra}
 </ul></body></html>
 """
+
+
+def _room_for(request: web.Request, size: int) -> None:
+    """Let the kernel take a large response in one write. With the default send buffer a
+    1 MB body leaves the loop in several writes, one per loop iteration, and under saturated
+    ingestion each iteration is a whole round of feed callbacks."""
+    transport = request.transport
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is None or size <= SEND_BUFFER_FLOOR:
+        return
+    try:
+        if sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) < size:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, min(size, SEND_BUFFER_MAX))
+    except OSError as exc:  # not a socket that takes it: the writes just take longer
+        log.debug("SO_SNDBUF not set: %s", exc)
 
 
 class HttpServer:
@@ -99,6 +117,7 @@ class HttpServer:
 
     async def metrics(self, request: web.Request) -> web.Response:
         body = await self.exposition.render()
+        _room_for(request, len(body))
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def healthz(self, request: web.Request) -> web.Response:
