@@ -17,8 +17,16 @@ median over the reps; the scrape latency p50/p99/max is over every exporter phas
 Part 2 (scrape under saturation): the exporter holds ``N`` symbols x 2 venues, BTC under the
 firehose and the other N - 1 at one update a second, for N giving ~1k and ~10k series (113
 series per symbol at the default 3 notionals x 3 bands), and /metrics is scraped every
-second for ``--scrape-measure`` seconds: p50/p99/max of the scrape wall time as seen by the
-scraper (connect, request, render, transfer).
+second for ``--scrape-measure`` seconds by two scrapers half a second apart: one keeps its
+connection between scrapes, as Prometheus does (the headline figure), the other connects
+anew each time (its time includes the exporter accepting the connection). Each reports the
+scrape's wall time p50/p99/max as the scraper sees it.
+
+Every phase also reports the client's CPU share and the longest event-loop iteration of each
+0.1 s interval (bench/client.py --loop-stats): under a firehose each iteration drains whatever
+one socket read brought, and a scrape waits a few iterations. ``--drain-cap K`` caps that drain
+at K frames per callback in both clients (a measurement of a feed-side change); ``--ops`` sets
+the book changes per firehose update (2).
 """
 
 from __future__ import annotations
@@ -75,12 +83,18 @@ def phase(
     args: argparse.Namespace, sim: Sim, client: Client, port: int | None, measure: float
 ) -> dict[str, Any]:
     """Firehose on, warm up, measure handled msg/s (and scrapes, for the exporter)."""
-    scraper = Scraper(f"http://127.0.0.1:{port}/metrics", 1.0) if port else None
+    scraper = fresh = None
+    if port:
+        url = f"http://127.0.0.1:{port}/metrics"
+        scraper = Scraper(url, 1.0, keepalive=True)  # one connection, as Prometheus
+        time.sleep(0.5)
+        fresh = Scraper(url, 1.0)  # half a second later: a new connection per scrape
     try:
         firehose(sim, args.ops)
         time.sleep(args.warm)
-        if scraper is not None:
+        if scraper is not None and fresh is not None:
             scraper.times.clear()
+            fresh.times.clear()
         r0, c0 = client.report(), cpu_seconds(client.pid)
         time.sleep(measure)
         r1, c1 = client.report(), cpu_seconds(client.pid)
@@ -88,8 +102,9 @@ def phase(
             iters = [r["iter_max_ms"] for r in client.history if r0["t"] < r["t"] <= r1["t"]]
     finally:
         calm(sim)
-        if scraper is not None:
+        if scraper is not None and fresh is not None:
             scraper.stop()
+            fresh.stop()
     span = max(r1["t"] - r0["t"], 1e-9)
     out: dict[str, Any] = {
         "msgs_per_s": round((r1["handled"] - r0["handled"]) / span, 1),
@@ -102,9 +117,10 @@ def phase(
             "max": round(max(iters, default=float("nan")), 1),
         },
     }
-    if scraper is not None:
+    if scraper is not None and fresh is not None:
         out["scrape_ms"] = [round(t * 1000, 1) for t in scraper.times]
-        out["scrape_errors"] = scraper.errors
+        out["scrape_new_connection_ms"] = [round(t * 1000, 1) for t in fresh.times]
+        out["scrape_errors"] = scraper.errors + fresh.errors
         out["series"] = scraper.series
     return out
 
@@ -144,12 +160,14 @@ def ratio_part(args: argparse.Namespace, sim: Sim, redis: Redis) -> dict[str, An
     exp = [r["msgs_per_s"] for r in runs["exporter"]]
     ratios = [e / a for a, e in zip(raw, exp, strict=True) if a]
     scrapes = [t for r in runs["exporter"] for t in r["scrape_ms"]]
+    fresh = [t for r in runs["exporter"] for t in r["scrape_new_connection_ms"]]
     return {
         "raw_msgs_per_s": raw,
         "exporter_msgs_per_s": exp,
         "ratio_per_rep": [round(x, 3) for x in ratios],
         "ratio_median": round(median(ratios), 3),
         "scrape": scrape_stats(scrapes),
+        "scrape_new_connection": scrape_stats(fresh),
         "series": runs["exporter"][-1].get("series"),
         "runs": runs,
     }
@@ -163,7 +181,13 @@ def series_part(args: argparse.Namespace, sim: Sim, redis: Redis, target: int) -
         r = phase(args, sim, client, port, args.scrape_measure)
     finally:
         client.stop()
-    return {"target": target, "symbols": n, **r, "scrape": scrape_stats(r["scrape_ms"])}
+    return {
+        "target": target,
+        "symbols": n,
+        **r,
+        "scrape": scrape_stats(r["scrape_ms"]),
+        "scrape_new_connection": scrape_stats(r["scrape_new_connection_ms"]),
+    }
 
 
 def main() -> None:
@@ -213,10 +237,11 @@ def main() -> None:
         for target in args.series:
             f = series_part(args, sim, redis, target)
             figures["sizes"].append(f)
-            s = f["scrape"]
+            s, s2 = f["scrape"], f["scrape_new_connection"]
             print(
                 f"{f['series']:6d} series ({f['symbols']} symbols): {f['msgs_per_s']:.0f} msg/s, "
                 f"scrape p50 {s['p50_ms']} p99 {s['p99_ms']} max {s['max_ms']} ms "
+                f"(new connection: {s2['p50_ms']} / {s2['p99_ms']} / {s2['max_ms']}) "
                 f"({s['scrapes']} scrapes, {f['scrape_errors']} errors), CPU "
                 f"{f['cpu_share_of_core']:.0%}, loop iteration p99 "
                 f"{f['loop_iteration_max_ms']['p99']} ms",
@@ -243,13 +268,17 @@ def main() -> None:
         print(f"scrapes during exporter phases: p50 {s['p50_ms']} p99 {s['p99_ms']} max "
               f"{s['max_ms']} ms ({rt['series']} series)")  # fmt: skip
     rows = [
-        [f["series"], f["symbols"], f["msgs_per_s"], f["scrape"]["p50_ms"], f["scrape"]["p99_ms"],
-         f["scrape"]["max_ms"], f["scrape"]["scrapes"], f["scrape_errors"]]
+        [f["series"], f["symbols"], f["msgs_per_s"], f"{f['cpu_share_of_core']:.0%}",
+         f["loop_iteration_max_ms"]["p99"], f["scrape"]["p50_ms"], f["scrape"]["p99_ms"],
+         f["scrape"]["max_ms"],
+         f"{f['scrape_new_connection']['p50_ms']} / {f['scrape_new_connection']['p99_ms']}",
+         f["scrape"]["scrapes"], f["scrape_errors"]]
         for f in figures["sizes"]
     ]  # fmt: skip
     if rows:
         print()
-        headers = ["series", "symbols", "msg/s", "p50 ms", "p99 ms", "max ms", "scrapes", "errors"]
+        headers = ["series", "symbols", "msg/s", "CPU", "iteration p99 ms", "p50 ms", "p99 ms",
+                   "max ms", "new conn p50 / p99", "scrapes", "errors"]  # fmt: skip
         print(table(headers, rows))
     path = write_results(args.out, figures, started)
     print(f"results: {path}")

@@ -7,6 +7,7 @@ its editable install at another checkout) and starts children with ``cwd`` = thi
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import os
 import platform
@@ -19,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -191,10 +193,13 @@ class Redis:
 
 
 class Scraper:
-    """GET /metrics every ``interval`` seconds in a thread (like Prometheus)."""
+    """GET /metrics every ``interval`` seconds in a thread (like Prometheus).
 
-    def __init__(self, url: str, interval: float = 1.0) -> None:
-        self.url, self.interval = url, interval
+    ``keepalive``: reuse one HTTP connection between scrapes, as Prometheus does; otherwise
+    each scrape connects anew (and its time includes the exporter accepting it)."""
+
+    def __init__(self, url: str, interval: float = 1.0, keepalive: bool = False) -> None:
+        self.url, self.interval, self.keepalive = url, interval, keepalive
         self.times: list[float] = []
         self.sizes: list[int] = []
         self.series = 0  # sample lines in the latest body
@@ -203,16 +208,30 @@ class Scraper:
         threading.Thread(target=self._run, daemon=True).start()
 
     def _run(self) -> None:
+        parts = urllib.parse.urlsplit(self.url)
+        conn: http.client.HTTPConnection | None = None
         while not self._stop.wait(self.interval):
             t0 = time.perf_counter()
             try:
-                with urllib.request.urlopen(self.url, timeout=10) as resp:
+                if self.keepalive:
+                    if conn is None:
+                        conn = http.client.HTTPConnection(parts.netloc, timeout=10)
+                    conn.request("GET", parts.path)
+                    resp = conn.getresponse()
                     body = resp.read()
+                else:
+                    with urllib.request.urlopen(self.url, timeout=10) as r:
+                        body = r.read()
                 self.times.append(time.perf_counter() - t0)
                 self.sizes.append(len(body))
                 self.series = body.count(b"\n") - body.count(b"\n#") - body.startswith(b"#")
-            except OSError:
+            except (OSError, http.client.HTTPException):
                 self.errors += 1
+                if conn is not None:
+                    conn.close()
+                    conn = None
+        if conn is not None:
+            conn.close()
 
     def stop(self) -> None:
         self._stop.set()
