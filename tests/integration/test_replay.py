@@ -324,3 +324,27 @@ def test_speed_serves_metrics_at_the_recorded_pace(tmp_path: Path) -> None:
     # 8 recorded seconds at twice the pace: about 4 s, never as fast as possible.
     assert time.monotonic() - t0 >= 3.9
     assert len(read_windows(tmp_path / "w.jsonl")) == 4
+
+
+def test_html_report_or_one_message_without_the_extra(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    page = tmp_path / "report.html"
+    assert replay(tmp_path, "--report", str(page)) == 0
+    text = page.read_text(encoding="utf-8")
+    assert text.lstrip().lower().startswith("<!doctype html") and "BTC/USD" in text
+    capsys.readouterr()
+
+    from exporter.replay import report_html
+
+    def missing() -> None:
+        err = report_html.ReportExtraMissing(f"{report_html.INSTALL_HINT} (altair is missing)")
+        raise err
+
+    monkeypatch.setattr(report_html, "require_extra", missing)
+    page.unlink()
+    windows = tmp_path / "w.jsonl"
+    assert replay(tmp_path, "--report", str(page), "--windows", str(windows)) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "pip install 'cryptoarb-exporter[report]'" in err
+    assert not page.exists() and not windows.exists()  # refused before replaying
