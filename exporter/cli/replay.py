@@ -184,7 +184,12 @@ async def _replay(args: argparse.Namespace, config: Config) -> int:
         redis_url=args.redis_url,
         progress=True,
     )
-    partials = await run_jobs(config, args.files, args.jobs, options)
+    # A file given twice would replay its rows twice.
+    unique: dict[Path, Path] = {}
+    for path in args.files:
+        unique.setdefault(path.resolve(), path)
+    files = list(unique.values())
+    partials = await run_jobs(config, files, args.jobs, options)
     windows, report = finalize(config, partials)
     _log_rejected(report)
     try:

@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry
 
@@ -26,6 +26,9 @@ from exporter.replay.engine import ReplayEngine
 from exporter.replay.tardis import BookUpdate, ReadStats, read_updates
 from exporter.replay.terms import load_terms
 from exporter.store.writer import StateWriter
+
+if TYPE_CHECKING:
+    from exporter.http.server import HttpServer
 
 log = logging.getLogger(__name__)
 
@@ -55,13 +58,6 @@ def merged(paths: Sequence[Path], stats: Sequence[ReadStats]) -> Iterator[tuple[
     return heapq.merge(
         *(tagged(i) for i in range(len(paths))), key=lambda x: x[1].local_timestamp_us
     )
-
-
-def first_instant(path: Path) -> float | None:
-    """The recorded instant of a file's first update (None: no row)."""
-    for update in read_updates([path], ReadStats()):
-        return update.local_timestamp_us / 1e6
-    return None
 
 
 def _iso(t: float) -> str:
@@ -190,7 +186,8 @@ class _Pace:
 
 async def _start_server(
     config: Config, engine: ReplayEngine, registry: CollectorRegistry, options: Options
-) -> Any:
+) -> HttpServer:
+    """/metrics, /readyz and the JSON API over the replay's state, as ``run`` serves them."""
     from prometheus_client import disable_created_metrics
 
     from exporter.http.api import api_routes

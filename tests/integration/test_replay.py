@@ -143,7 +143,8 @@ def test_hand_written_files_give_the_windows_worked_out_by_hand(tmp_path: Path) 
 
 def test_report_json_sums_the_windows_over_the_recorded_span(tmp_path: Path) -> None:
     report_path = tmp_path / "report.json"
-    assert replay(tmp_path, "--report", str(report_path)) == 0
+    # A file given twice is replayed once.
+    assert replay(tmp_path, "--report", str(report_path), files=[*FILES, FILES[0]]) == 0
     report = json.loads(report_path.read_text(encoding="utf-8"))
     assert report["span"] == {"start": T0, "end": T0 + 8.0, "seconds": 8.0}
     assert report["rows"] == 16 and report["updates"] == 10  # 8 rows per file; 5 updates each
