@@ -29,13 +29,16 @@ from common import RESULTS, Client, Redis, Sim, cpu_seconds, free_port, table, w
 # The innermost frame that matches any pattern decides; patterns are tried in order.
 _FEEDS = r"\((exporter/feeds/)?(supervisor|clients|stats|guard|registry)\.py"
 COMPONENTS: list[tuple[str, str]] = [
-    ("kraken checksum (exporter)", r"checksum.*\((exporter/feeds/)?clients\.py"),
+    ("integrity: Kraken checksum etc. (exporter)", r"\((exporter/feeds/)?integrity\.py"),
     ("frame guard (exporter)", r"\((exporter/feeds/)?guard\.py"),
     ("book copy + supervisor (exporter)", _FEEDS),
-    ("analytics + windows (exporter)", r"\(exporter/(market\.py|analytics/)"),
-    ("intelligence (exporter)", r"\(exporter/intelligence\.py"),
-    ("Redis writer (exporter)", r"\(exporter/state\.py|\(redis/"),
-    ("/metrics (exporter)", r"\(exporter/(collector|exposition|server)\.py|\(prometheus_client/"),
+    (
+        "intelligence (exporter)",
+        r"\(exporter/(market/intelligence|analytics/(history|insights))\.py",
+    ),
+    ("analytics + windows (exporter)", r"\(exporter/(market/(state|status|fees)\.py|analytics/)"),
+    ("Redis writer (exporter)", r"\(exporter/store/|\(redis/"),
+    ("/metrics (exporter)", r"\(exporter/http/|\(prometheus_client/"),
     ("other exporter", r"\(exporter/"),
     ("ccxt order book + parsing", r"\(ccxt/"),
     ("aiohttp websocket + JSON", r"\((aiohttp|yarl|multidict|json)/"),
@@ -95,7 +98,8 @@ def main() -> None:
     started = time.time()
     redis = Redis() if args.mode == "exporter" else None
     sim = Sim(args.sim_cpus, args.symbols, args.rate)
-    extra = ["--redis", redis.url, "--port", str(free_port())] if redis else []
+    # the raw loop without permessage-deflate, as the exporter's clients
+    extra = ["--redis", redis.url, "--port", str(free_port())] if redis else ["--no-compress"]
     client = Client(
         args.cpus, [args.mode, "--base-url", sim.base_url, "--symbols", str(args.symbols), *extra]
     )
