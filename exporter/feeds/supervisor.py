@@ -145,13 +145,15 @@ _RUNS = 4  # unchanged runs looked for per copy, before the rest is copied in fu
 class LevelCopier:
     """:func:`copy_levels` for one side of one feed, reusing the level tuples of its
     previous copy (already validated) wherever the book still holds them: the same result,
-    value for value, and the same rejections, at about half the cost.
+    value for value, and the same rejections.
 
     An update changes a few levels near the touch, and an insertion or a deletion shifts
     the rest by one. So the book's columns are compared with those of the previous copy
-    (C-level list comparisons): the unchanged head, then the unchanged rest at a shift of
-    up to two levels; only the levels in between (and new ones at the bottom) are checked.
-    Anything else is a full copy."""
+    (C-level list comparisons): the unchanged head, then unchanged runs at a shift of up to
+    two levels; only the levels in between (and new ones at the bottom) are checked and
+    built. Anything else is a full copy. Reading the columns out of ccxt's level lists stays
+    (about half of a full copy on a simulator book, whose memory is cold by then); the
+    checks and the tuple building of the unchanged levels go (10-25 % of the copy).
 
     __slots__ = ("k", "levels", "max_price", "max_qty", "prices", "qtys")
 
@@ -212,17 +214,21 @@ class LevelCopier:
                 e = s + d
                 if e < 0 or e >= m or ps != old_p[e] or qs != old_q[e]:
                     continue
-                # The longest equal run from (s, e): the whole rest usually, else bisect.
+                # The longest equal run from (s, e): the whole rest usually; else the next
+                # change is near (updates touch the top of the book), so gallop, then bisect.
                 hi = min(n - s, m - e)
                 if _same(prices, qtys, old_p, old_q, s, e, hi):
                     return s, e, hi
-                lo, hi = 1, hi - 1  # a run of lo matches, one of hi + 1 does not
-                while lo < hi:
-                    mid = (lo + hi + 1) // 2
+                lo, step = 1, 4  # a run of lo matches; one of hi does not
+                while lo + step < hi and _same(prices, qtys, old_p, old_q, s, e, lo + step):
+                    lo, step = lo + step, step * 2
+                hi = min(hi, lo + step)
+                while hi - lo > 1:
+                    mid = (lo + hi) // 2
                     if _same(prices, qtys, old_p, old_q, s, e, mid):
                         lo = mid
                     else:
-                        hi = mid - 1
+                        hi = mid
                 return s, e, lo
         return None
 
