@@ -153,7 +153,7 @@ class LevelCopier:
     two levels; only the levels in between (and new ones at the bottom) are checked and
     built. Anything else is a full copy. Reading the columns out of ccxt's level lists stays
     (about half of a full copy on a simulator book, whose memory is cold by then); the
-    checks and the tuple building of the unchanged levels go (10-25 % of the copy).
+    checks and the tuple building of the unchanged levels go (10-25 % of the copy)."""
 
     __slots__ = ("k", "levels", "max_price", "max_qty", "prices", "qtys")
 
