@@ -147,6 +147,20 @@ def run_side(recording: Path, out: Path) -> None:
         observe(key, roi, profit, now)
 
     state.windows.observe = spy  # type: ignore[method-assign]
+    # How many pair evaluations ran in full (the rest reused a result nothing had changed).
+    import exporter.market.state as state_module
+
+    computed = [0]
+    name = (
+        "evaluate_pair_reach" if hasattr(state_module, "evaluate_pair_reach") else "evaluate_pair"
+    )
+    real = getattr(state_module, name)
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        computed[0] += 1
+        return real(*args, **kwargs)
+
+    setattr(state_module, name, counting)
     registry = CollectorRegistry()
     registry.register(MarketCollector(state, {ex: LatencyHistogram() for ex in config.exchanges}))
     scrapes: list[str] = []
@@ -186,7 +200,7 @@ def run_side(recording: Path, out: Path) -> None:
     state.sweep()
     scrapes.append(generate_latest(registry).decode())
     out.write_bytes(pickle.dumps({"observed": observed, "log": log, "scrapes": scrapes,
-                                  "pairs": pairs}))  # fmt: skip
+                                  "pairs": pairs, "computed": computed[0]}))  # fmt: skip
 
 
 # -- 3. compare ---------------------------------------------------------------------------------
@@ -216,6 +230,7 @@ def compare(base: dict[str, Any], head: dict[str, Any]) -> dict[str, Any]:
     fillable = sum(1 for x in oh if x[1] is not None)
     return {
         "evaluations": {"base": len(ob), "head": len(oh), "fillable": fillable},
+        "pair_evaluations_computed": {"base": base["computed"], "head": head["computed"]},
         "evaluations_differing": len(roi_diffs) + abs(len(ob) - len(oh)),
         "max_abs_roi_deviation": max_dev,
         "pair_results_compared": len(head["pairs"]),
