@@ -132,7 +132,12 @@ async def write_windows_to_redis(
     return done
 
 
-def summary_table(report: Mapping[str, Any]) -> Table:
+SUMMARY_ROWS = 20
+
+
+def summary_table(report: Mapping[str, Any], rows: int = SUMMARY_ROWS) -> Table:
+    """The routes that had windows, most summed peak profit first, at most ``rows`` of them;
+    the caption counts the others (every route is in ``--report``)."""
     span = report["span"]
     table = Table(
         title=f"replay: {report['rows']:,} rows, {report['updates']:,} updates, "
@@ -143,7 +148,9 @@ def summary_table(report: Mapping[str, Any]) -> Table:
     for col in ("notional", "windows", "in window", "p50 s", "max s", "Σ peak profit",
                 "fillable"):  # fmt: skip
         table.add_column(col, justify="right")
-    for r in report["routes"]:
+    paid = [r for r in report["routes"] if r["windows"]]
+    paid.sort(key=lambda r: -r["peak_profit_sum"])  # stable: configuration order on ties
+    for r in paid[:rows]:
         d = r["duration_seconds"]
         table.add_row(
             f"{r['symbol']} {r['buy_exchange']} → {r['sell_exchange']}",
@@ -155,6 +162,11 @@ def summary_table(report: Mapping[str, Any]) -> Table:
             f"{r['peak_profit_sum']:.2f}",
             f"{100 * r['fillable_ratio']:.1f}%",
         )
+    hidden = len(paid) - min(len(paid), rows)
+    idle = len(report["routes"]) - len(paid)
+    notes = [f"{hidden} more route(s) with windows"] if hidden else []
+    notes.append(f"{idle} route(s) without a window")
+    table.caption = "; ".join(notes) + " (every route: --report)"
     return table
 
 
