@@ -61,7 +61,7 @@ def measure_n(args: argparse.Namespace, n: int, redis: Redis) -> dict[str, Any]:
         cmd = ["raw", "--base-url", sim.base_url, "--symbols", str(n), "--no-compress", *venues]
     else:
         cmd = ["exporter", "--base-url", sim.base_url, "--symbols", str(n), "--redis", redis.url,
-               "--port", str(port), *venues]  # fmt: skip
+               "--port", str(port), "--stale-after", str(args.stale_after), *venues]  # fmt: skip
     client = Client(args.client_cpus, cmd)
     scraper = None
     try:
@@ -124,6 +124,10 @@ def main() -> None:
     # past the exporter's one-off gc.freeze() 15 s after start (app.py), so it is not measured
     p.add_argument("--warm", type=float, default=25.0)
     p.add_argument("--measure", type=float, default=None, help="s (10; 60 with --rate 0)")
+    p.add_argument(
+        "--stale-after", type=float, default=10.0,
+        help="exporter feeds.stale_after, s (a quiet market reconnects after it)",
+    )  # fmt: skip
     p.add_argument("--sim-cpus", default="0")
     p.add_argument("--client-cpus", default="1")
     p.add_argument(
@@ -161,12 +165,15 @@ def main() -> None:
                "scrape ms", "startup s", "<85% & <100ms"]  # fmt: skip
     print(table(headers, rows))
     settings = {"rate_per_market": args.rate, "scrape_interval_s": args.scrape_interval}
+    settings["stale_after_s"] = args.stale_after
     settings["client"] = "raw ccxt.pro" if args.raw else "exporter"
     name = "scale_raw" if args.raw else "scale"
     if args.venues == 5:
         name = "scale_5venues_raw" if args.raw else "scale_5venues"
     if args.rate == 0:
         name = "quiet" if args.venues == 2 else f"quiet_{args.venues}venues"
+        if args.stale_after != 10.0:
+            name += f"_stale{args.stale_after:g}"
     path = write_results(name, {**settings, "venues": args.venues, "runs": figures}, started)
     print(f"results: {path}")
 

@@ -63,7 +63,7 @@ def make_config(args: argparse.Namespace) -> Config:
         "quote_conversion": {"USDT": {"book": {"exchange": "kraken", "market": "USDT/USD"}}},
         "notionals": [1000, 10000, 50000],
         "bands": [0.001, 0.005, 0.01],
-        "feeds": {"depth": DEPTH, "stale_after": 10, "frozen_after": 30},
+        "feeds": {"depth": DEPTH, "stale_after": args.stale_after, "frozen_after": 30},
         "redis": {"url": args.redis, "flush_interval": 0.25},
         "web": {"listen_address": f"127.0.0.1:{args.port}"},
         "shard": {"index": index, "count": count},
@@ -235,6 +235,7 @@ def main() -> None:
     p.add_argument("--trace", default=None)
     p.add_argument("--uvloop", action="store_true")
     p.add_argument("--render-thread", action="store_true", help="exporter: format in a thread")
+    p.add_argument("--stale-after", type=float, default=10.0, help="feeds.stale_after, s")
     p.add_argument("--loop-stats", action="store_true", help="report loop iteration lengths")
     p.add_argument("--drain-cap", type=int, default=0, help="ccxt: frames per loop callback")
     p.add_argument("--no-compress", action="store_true", help="raw: no permessage-deflate")
