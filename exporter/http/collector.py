@@ -45,6 +45,10 @@ class MarketCollector(Collector):
         self._book_reason = LabelCache([*_BOOK, "reason"])
         self._pair = LabelCache(_PAIR)
         self._route = LabelCache(_ROUTE)
+        self._symbol = LabelCache(["symbol"])
+        self._symbol_le = LabelCache(["symbol", "le"])
+        self._reasons = [(reason, reason.value) for reason in ErrorReason]
+        self._les = [repr(float(bound)) for bound in DURATION_BUCKETS]
 
     def describe(self) -> list[Metric]:
         # Registration must not call collect(): the state may still be empty.
@@ -147,19 +151,16 @@ class MarketCollector(Collector):
         errors = CounterMetricFamily(
             P + "feed_errors", "Feed errors by reason", labels=[*ls, "reason"]
         )
-        book, book_reason = self._book, self._book_reason
+        book, book_reason, reasons = self._book, self._book_reason, self._reasons
         for stats in self.state.feeds.values():
-            labels = book(stats.exchange, stats.symbol)
+            ex, symbol, counts = stats.exchange, stats.symbol, stats.errors
+            labels = book(ex, symbol)
             _add(up, labels, float(stats.up))
             _count(msgs, labels, stats.messages)
             _count(reconnects, labels, stats.reconnects)
             _count(resyncs, labels, stats.resyncs)
-            for reason in ErrorReason:
-                _count(
-                    errors,
-                    book_reason(stats.exchange, stats.symbol, reason.value),
-                    stats.errors[reason],
-                )
+            for reason, value in reasons:
+                _count(errors, book_reason(ex, symbol, value), counts[reason])
         yield from (up, msgs, reconnects, resyncs, errors)
 
     def _latency(self) -> Iterator[Metric]:
@@ -251,13 +252,21 @@ class MarketCollector(Collector):
         dur = HistogramMetricFamily(
             P + "window_duration_seconds", "Duration of closed windows", labels=["symbol"]
         )
+        # HistogramMetricFamily.add_metric's samples, with prebuilt labels
+        append, les, symbol_le = dur.samples.append, self._les, self._symbol_le
+        bucket, n_name, sum_name = dur.name + "_bucket", dur.name + "_count", dur.name + "_sum"
+        with_count = float(les[0] if les else "+Inf") >= 0
         for symbol, h in w.durations.items():
-            acc, buckets = 0, []
-            for bound, c in zip(DURATION_BUCKETS, h.counts, strict=False):
+            acc = 0
+            for le, c in zip(les, h.counts, strict=False):
                 acc += c
-                buckets.append((repr(float(bound)), acc))
-            buckets.append(("+Inf", acc + h.counts[-1]))
-            dur.add_metric([symbol], buckets, h.total)
+                append(Sample(bucket, symbol_le(symbol, le), acc))
+            acc += h.counts[-1]
+            append(Sample(bucket, symbol_le(symbol, "+Inf"), acc))
+            if with_count:
+                labels = self._symbol(symbol)
+                append(Sample(n_name, labels, acc))
+                append(Sample(sum_name, labels, h.total))
         yield from (is_open, total, dur)
 
 
