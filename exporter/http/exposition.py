@@ -42,7 +42,6 @@ from concurrent.futures import ThreadPoolExecutor
 from prometheus_client.metrics_core import Metric
 from prometheus_client.openmetrics.exposition import escape_label_name, escape_metric_name
 from prometheus_client.registry import Collector
-from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
 
 _TYPE_MAP = {
@@ -136,35 +135,36 @@ class Renderer:
         om_names = {metric.name + suffix: suffix for suffix in _OM_SUFFIXES}
         om: dict[str, list[str]] = {}
         names: dict[str, str] = {}
+        # one pass per sample, inlined: this loop is most of a render
+        append, om_suffix, labelstr = out.append, om_names.get, self._labelstr
         for s in metric.samples:
-            line = self._line(s, names)
-            suffix = om_names.get(s.name)
+            sname = s.name
+            name = names.get(sname)
+            if name is None:
+                name = names[sname] = escape_metric_name(sname)
+            lab = s.labels
+            if type(lab) is LabelSet:
+                try:
+                    labels = lab.text
+                except AttributeError:
+                    labels = lab.text = labelstr(lab) if lab else ""
+            else:
+                labels = labelstr(lab) if lab else ""
+            d = float(s.value)
+            value = repr(d) if -_INF < d < 1e6 else format_value(d)
+            if s.timestamp is None:
+                line = f"{name}{labels} {value}\n"
+            else:
+                line = f"{name}{labels} {value} {int(float(s.timestamp) * 1000):d}\n"
+            suffix = om_suffix(sname)
             if suffix is None:
-                out.append(line)
+                append(line)
             else:
                 om.setdefault(suffix, []).append(line)
         for suffix, lines in sorted(om.items()):
             oname = escape_metric_name(metric.name + suffix)
             out.append(f"# HELP {oname} {doc}\n# TYPE {oname} gauge\n")
             out.extend(lines)
-
-    def _line(self, s: Sample, names: dict[str, str]) -> str:
-        name = names.get(s.name)
-        if name is None:
-            name = names[s.name] = escape_metric_name(s.name)
-        lab = s.labels
-        if type(lab) is LabelSet:
-            try:
-                labels = lab.text
-            except AttributeError:
-                labels = lab.text = self._labelstr(lab) if lab else ""
-        else:
-            labels = self._labelstr(lab) if lab else ""
-        d = float(s.value)
-        value = repr(d) if -_INF < d < 1e6 else format_value(d)
-        if s.timestamp is not None:
-            return f"{name}{labels} {value} {int(float(s.timestamp) * 1000):d}\n"
-        return f"{name}{labels} {value}\n"
 
     def render(self, metrics: Iterable[Metric]) -> bytes:
         out: list[str] = []
