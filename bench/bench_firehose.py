@@ -68,6 +68,7 @@ def calm(sim: Sim) -> None:
 def start_client(args: argparse.Namespace, sim: Sim, mode: str, symbols: int, redis: Redis) -> Any:
     cargs = ["--base-url", sim.base_url, "--symbols", str(symbols), "--loop-stats"]
     cargs += ["--drain-cap", str(args.drain_cap)] if args.drain_cap else []
+    cargs += ["--read-size", str(args.read_size)] if args.read_size else []
     port = free_port()
     if mode == "exporter":
         cargs += ["--redis", redis.url, "--port", str(port)]
@@ -204,6 +205,10 @@ def main() -> None:
     p.add_argument("--no-ratio", action="store_true", help="part 2 only")
     p.add_argument("--ops", type=int, default=2, help="book changes per firehose update")
     p.add_argument(
+        "--read-size", type=int, default=0,
+        help="both clients: bytes per socket read callback (asyncio's default 256 KiB)",
+    )  # fmt: skip
+    p.add_argument(
         "--drain-cap", type=int, default=0,
         help="both clients: ccxt handles at most K buffered frames per loop callback",
     )  # fmt: skip
@@ -227,6 +232,7 @@ def main() -> None:
         "quiet_rate_per_market": QUIET_RATE,
         "ops_per_update": args.ops,
         "drain_cap": args.drain_cap or None,
+        "read_size": args.read_size or None,
         "scrape_interval_s": 1.0,
         "renderer": "worker thread" if args.render_thread else "event loop, 20 ms slices",
     }

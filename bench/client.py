@@ -237,11 +237,20 @@ def main() -> None:
     p.add_argument("--render-thread", action="store_true", help="exporter: format in a thread")
     p.add_argument("--stale-after", type=float, default=10.0, help="feeds.stale_after, s")
     p.add_argument("--loop-stats", action="store_true", help="report loop iteration lengths")
+    p.add_argument(
+        "--read-size", type=int, default=0,
+        help="asyncio socket read size, bytes (256 KiB; a measurement of a feed-side bound)",
+    )  # fmt: skip
     p.add_argument("--drain-cap", type=int, default=0, help="ccxt: frames per loop callback")
     p.add_argument("--no-compress", action="store_true", help="raw: no permessage-deflate")
     args = p.parse_args()
     if args.drain_cap:
         cap_ccxt_drain(args.drain_cap)
+    if args.read_size:
+        # how much one socket read callback takes in (and the feed callbacks parse at once)
+        from asyncio import selector_events
+
+        selector_events._SelectorSocketTransport.max_size = args.read_size
     coro = run_raw(args) if args.mode == "raw" else run_exporter(args)
     if args.uvloop:
         import uvloop
