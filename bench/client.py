@@ -140,6 +140,7 @@ async def reporter(read: Any, interval: float = 0.1, probe: bool = False) -> Non
 
 
 async def run_raw(args: argparse.Namespace) -> None:
+    from exporter.feeds import profiles
     from exporter.sharding import select
 
     symbols = select(
@@ -158,11 +159,14 @@ async def run_raw(args: argparse.Namespace) -> None:
                 handled[0] += 1
                 return super().handle_message(client, message)
 
-        cfg = ccxt_config(ex, args.base_url)
+        # the venue's watch profile, as the exporter's clients (OKX's channel, spot only)
+        cfg = profiles.client_config(ex, ccxt_config(ex, args.base_url))
         if args.no_compress:
             cfg = {**cfg, "options": {**cfg.get("options", {}), "ws": {"compress": 0}}}
         return Counting(cfg)
 
+    # the limit the exporter passes (Bybit has no 100: the smallest supported >= DEPTH)
+    limits = {ex: profiles.ccxt_limit(ex, DEPTH) for ex in VENUES[: args.venues]}
     loaded: dict[str, Any] = {}
     for ex in VENUES[: args.venues]:
         loader = make(ex)
@@ -175,7 +179,7 @@ async def run_raw(args: argparse.Namespace) -> None:
         client.set_markets(*loaded[ex])
         try:
             while True:
-                await client.watch_order_book(market, DEPTH)
+                await client.watch_order_book(market, limits[ex])
                 live.add((ex, market))
         finally:
             await client.close()
