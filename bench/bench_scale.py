@@ -137,6 +137,7 @@ def main() -> None:
     p.add_argument(
         "--scrape-interval", type=float, default=5.0, help="s (prometheus/prometheus.yml: 5)"
     )
+    p.add_argument("--out", default=None, help="bench/results/<OUT>.json instead")
     p.add_argument(
         "--venues", type=int, choices=[2, 5], default=2,
         help="5: every symbol on Binance, Kraken, Bybit, OKX and Coinbase (scale_5venues.json)",
@@ -170,6 +171,7 @@ def main() -> None:
     name = "scale_raw" if args.raw else "scale"
     if args.venues == 5:
         name = "scale_5venues_raw" if args.raw else "scale_5venues"
+    name = args.out or name
     if args.rate == 0:
         name = "quiet" if args.venues == 2 else f"quiet_{args.venues}venues"
         if args.stale_after != 10.0:
