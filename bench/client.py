@@ -50,7 +50,7 @@ def symbol_map(n: int, venues: int = 2) -> dict[str, dict[str, str]]:
         for symbol, mapping in out.items():
             base = symbol.split("/")[0]
             mapping.update(bybit=f"{base}/USDT", okx=f"{base}/USDT", coinbase=f"{base}/USD")
-    for spec in generated_markets(n, venues):
+    for spec in generated_markets(n, venues) if venues != 2 else generated_markets(n):
         out.setdefault(spec.canonical, {})[spec.exchange] = spec.symbol
     return out
 
