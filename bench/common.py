@@ -31,6 +31,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "bench" / "results"
 PY = sys.executable
+LOAD_AT_START = os.getloadavg()  # when the benchmark script imported this module
 
 
 def free_port() -> int:
@@ -262,7 +263,8 @@ def machine() -> dict[str, Any]:
         "cores": os.cpu_count(),
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "loadavg_at_start": os.getloadavg(),
+        "loadavg_at_start": LOAD_AT_START,
+        "loadavg_at_end": os.getloadavg(),
         "note": "shared machine: other processes compete for the cores; trust ratios",
     }
 
