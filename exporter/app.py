@@ -147,6 +147,7 @@ class Exporter:
         settings = FeedSettings(
             depth=config.feeds.depth,
             watch_timeout=config.feeds.stale_after,
+            resubscribe_after=config.feeds.resubscribe_after,
             backoff_base=config.feeds.backoff.base,
             backoff_cap=config.feeds.backoff.cap,
             max_price=config.feeds.max_price,

@@ -118,6 +118,9 @@ class SharedRateLimitConfig(_Strict):
 class FeedsConfig(_Strict):
     depth: int = Field(default=100, ge=1, le=5000)
     stale_after: float = Field(default=10.0, gt=0)
+    # Silence on a connection that still answers keepalives before the feed reconnects and
+    # re-snapshots (a quiet market reads stale meanwhile; ccxt closes a dead socket itself).
+    resubscribe_after: float = Field(default=300.0, gt=0)
     frozen_after: float = Field(default=30.0, gt=0)
     max_book_skew: float = Field(default=2.0, gt=0)
     backoff: BackoffConfig = Field(default_factory=BackoffConfig)

@@ -51,6 +51,8 @@ class FeedSettings:
     watch_timeout: float
     backoff_base: float
     backoff_cap: float
+    # Silence after which the feed reconnects (the watch times out every watch_timeout).
+    resubscribe_after: float = 300.0
     max_price: float = 1e9
     max_quantity: float = 1e12
     # Per-market budget of (re)subscriptions, each of which costs a depth snapshot.
@@ -370,8 +372,9 @@ class MarketFeed:
                 return
             except Exception as exc:
                 reason = classify(exc)
-                # Rejected frames are counted where they are caught (clients.py).
-                self._error(reason, exc, count=not isinstance(exc, FrameRejected))
+                # Rejected frames are counted where they are caught (clients.py), a silence when
+                # it began (_watch_books).
+                self._error(reason, exc, count=not isinstance(exc, FrameRejected | Silent))
                 if reason in (ErrorReason.CHECKSUM, ErrorReason.SEQUENCE_GAP):
                     self.stats.resyncs += 1
                     self._set_status(BookStatus.RESYNCING)
@@ -405,8 +408,26 @@ class MarketFeed:
         self, client: Any, watcher: _Watcher, copy_bids: LevelCopier, copy_asks: LevelCopier
     ) -> None:
         stats = self.stats
+        silent_since: float | None = None
         while True:
-            book = await watcher.next()
+            try:
+                book = await watcher.next()
+            except Silent as exc:
+                # A quiet market, not a dead feed: ccxt's keepalive closes a socket that stops
+                # answering. Reconnecting (a new client, a REST snapshot) at every timeout
+                # cost a quiet exporter most of its CPU; the book reads stale meanwhile and is
+                # re-snapshotted only after `resubscribe_after` of silence.
+                now = self._clock.monotonic()
+                if silent_since is None:
+                    silent_since = now - self.settings.watch_timeout
+                    self._error(ErrorReason.TIMEOUT, exc)
+                if now - silent_since >= self.settings.resubscribe_after or not _socket_open(
+                    client
+                ):
+                    raise Silent(f"no update for {now - silent_since:.0f}s: resubscribing") from exc
+                self._set_status(BookStatus.STALE)
+                continue
+            silent_since = None
             poisoned = getattr(client, "cryptoarb_malformed", None)
             if poisoned is not None:
                 # A frame was skipped: the book may miss an update, so rebuild it.
@@ -506,14 +527,21 @@ class _Watcher:
         waiter.set_result(None)  # the watch timed out
 
 
+def _socket_open(client: Any) -> bool:
+    """Whether the ccxt client still holds an open websocket (a closed one: reconnect now)."""
+    sockets = getattr(client, "clients", None) or {}
+    return any(not ws.closed() for ws in sockets.values())
+
+
 def _abandon(task: asyncio.Future[Any]) -> None:
     task.cancel()
     task.add_done_callback(_consume)
 
 
 class Silent(TimeoutError):
-    """No update within the watch timeout: a stalled stream or a dead receive loop, which
-    look the same from here; the caller reconnects and the book reads stale meanwhile."""
+    """No update within the watch timeout: a quiet market (the book reads stale on its
+    subscription) or, past ``resubscribe_after`` or with the socket closed, a stream to renew
+    (the feed reconnects; the book reads stale meanwhile)."""
 
 
 class _BadBook(ccxt_errors.BadResponse):  # type: ignore[misc]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -95,30 +96,54 @@ async def test_kraken_checksum_mismatch_resyncs_only_that_book(
         await freeze_and_compare(exp, sim)
 
 
-async def test_silent_stall_with_pings_answered_forces_reconnect(sim: SimulatorHarness) -> None:
-    async with running_exporter(sim_config(sim.base_url)) as exp:
+def _watching(exp: Any, seen: set[BookStatus], done: Callable[[], bool]) -> Callable[[], bool]:
+    def check() -> bool:
+        seen.add(exp.state.status("kraken", "BTC/USD"))
+        return done()
+
+    return check
+
+
+async def test_silent_stall_with_pings_answered_reads_stale_without_reconnecting(
+    sim: SimulatorHarness,
+) -> None:
+    """A quiet market is not a dead feed: the book reads stale (never down) on the same
+    subscription, and the stream's next update makes it live again without a reconnect."""
+    config = sim_config(sim.base_url, feeds={"resubscribe_after": 30.0})
+    async with running_exporter(config) as exp:
         await wait_for(lambda: all_live(exp), timeout=15)
         stats = exp.feed_stats[("kraken", "BTC/USD")]
+        reconnects = stats.reconnects
         t0 = time.monotonic()
         sim.fault("kraken", "stall", "BTC/USD", seconds=2.5)
         seen: set[BookStatus] = set()
-
-        def saw(done: Callable[[], bool]) -> Callable[[], bool]:
-            def check() -> bool:
-                seen.add(exp.state.status("kraken", "BTC/USD"))
-                return done()
-
-            return check
-
-        timed_out = saw(lambda: stats.errors[ErrorReason.TIMEOUT] >= 1)
+        timed_out = _watching(exp, seen, lambda: stats.errors[ErrorReason.TIMEOUT] >= 1)
         await wait_for(timed_out, timeout=5, interval=0.01, what="timeout")
-        await wait_for(saw(lambda: stats.reconnects >= 1), timeout=5, interval=0.01)
-        await wait_for(saw(lambda: all_live(exp)), timeout=10, interval=0.01)
-        # Silent is not unreachable: the book reads stale while re-snapshotted, never down
-        # (a halted or illiquid market would otherwise page as a feed outage).
+        await wait_for(_watching(exp, seen, lambda: all_live(exp)), timeout=10, interval=0.01)
+        # Silent is not unreachable: the book reads stale, never down (a halted or illiquid
+        # market would otherwise page as a feed outage), and nothing was re-snapshotted.
         assert BookStatus.STALE in seen and BookStatus.DOWN not in seen, seen
-        assert stats.up
+        assert stats.reconnects == reconnects and stats.up
+        assert stats.errors[ErrorReason.TIMEOUT] == 1  # one silence, counted once
         RECOVERY.append(Recovery("silent stall 2.5 s (pings answered)", time.monotonic() - t0))
+        await freeze_and_compare(exp, sim)
+
+
+async def test_a_silence_past_resubscribe_after_reconnects(sim: SimulatorHarness) -> None:
+    """A subscription silent for `feeds.resubscribe_after` is renewed: a new client and a
+    fresh snapshot; the book reads stale meanwhile, never down."""
+    config = sim_config(sim.base_url, feeds={"resubscribe_after": 1.5})
+    async with running_exporter(config) as exp:
+        await wait_for(lambda: all_live(exp), timeout=15)
+        stats = exp.feed_stats[("kraken", "BTC/USD")]
+        reconnects = stats.reconnects
+        sim.fault("kraken", "stall", "BTC/USD", seconds=3.5)
+        seen: set[BookStatus] = set()
+        renewed = _watching(exp, seen, lambda: stats.reconnects > reconnects)
+        await wait_for(renewed, timeout=6, interval=0.01, what="resubscription")
+        await wait_for(_watching(exp, seen, lambda: all_live(exp)), timeout=10, interval=0.01)
+        assert BookStatus.STALE in seen and BookStatus.DOWN not in seen, seen
+        assert stats.errors[ErrorReason.TIMEOUT] >= 1
         await freeze_and_compare(exp, sim)
 
 

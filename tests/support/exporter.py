@@ -49,7 +49,8 @@ def sim_config_data(
     feeds: dict[str, Any] | None = None,
     **sections: Any,
 ) -> dict[str, Any]:
-    """A config dict for the simulator with short timeouts (stale_after 1 s, backoff <= 1 s).
+    """A config dict for the simulator with short timeouts (stale_after 1 s, a silent book
+    re-snapshotted after 2 s, backoff <= 1 s).
 
     ``feeds`` is merged into those defaults (e.g. a longer stale_after for a test that freezes
     the simulator); any other section given replaces the default one."""
@@ -60,6 +61,9 @@ def sim_config_data(
         "notionals": [1000, 10000],
         "feeds": {
             "stale_after": 1.0,
+            # A book left wrong by a fault just before a freeze heals at its next snapshot,
+            # within freeze_and_compare's wait (live markets are never silent for 2 s here).
+            "resubscribe_after": 2.0,
             "frozen_after": 30,
             "max_book_skew": 2,
             "backoff": {"base": 0.1, "cap": 1.0},
