@@ -122,20 +122,7 @@ def copy_levels(
         qtys = [float(level[1]) for level in top]
     except IndexError as exc:
         raise ValueError(f"bad level: {exc}") from exc
-    if (
-        min(prices) <= 0
-        or max(prices) > max_price
-        or min(qtys) <= 0
-        or max(qtys) > max_qty
-        or math.isnan(sum(prices) + sum(qtys))
-    ):
-        bad = next(
-            (p, q)
-            for p, q in zip(prices, qtys, strict=True)
-            if not (0 < p <= max_price and 0 < q <= max_qty) or math.isnan(p + q)
-        )
-        raise ValueError(f"bad level price={bad[0]} qty={bad[1]}")
-    return tuple(zip(prices, qtys, strict=True))
+    return _checked(prices, qtys, max_price, max_qty)
 
 
 _PRICE = operator.itemgetter(0)

@@ -102,9 +102,16 @@ async def wait_for(
 
 @contextlib.asynccontextmanager
 async def running_exporter(
-    config: Config, web_config: WebConfigFile | None = None
+    config: Config,
+    web_config: WebConfigFile | None = None,
+    record_dir: Path | None = None,
+    setup: Callable[[Exporter], None] | None = None,
 ) -> AsyncIterator[Exporter]:
-    exporter = Exporter(config, web_config)
+    """An in-process exporter, running while the block runs; ``setup`` sees it before it
+    starts (e.g. to tap its recorder)."""
+    exporter = Exporter(config, web_config, record_dir=record_dir)
+    if setup is not None:
+        setup(exporter)
     started = asyncio.Event()
 
     async def on_started(_: Exporter) -> None:

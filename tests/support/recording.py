@@ -9,7 +9,6 @@ CSV fixtures, book snapshots and a recorder config without a simulator.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import gzip
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
@@ -20,6 +19,7 @@ from exporter.app import Exporter
 from exporter.config import Config, parse
 from exporter.model import BookSnapshot, Level
 from exporter.replay.tardis import COLUMNS, BookUpdate
+from tests.support.exporter import running_exporter
 
 HEADER = ",".join(COLUMNS)
 
@@ -104,26 +104,18 @@ async def recording_exporter(
 ) -> AsyncIterator[Exporter]:
     """An in-process exporter recording to ``record_dir`` (``run --record`` wiring); ``tap``
     sees every book handed to the recorder, from the first."""
-    exporter = Exporter(config, record_dir=record_dir)
-    recorder = exporter.recorder
-    assert recorder is not None
-    if tap is not None:
-        record = recorder.on_book
 
-        def tapped(snap: BookSnapshot) -> None:
-            tap(snap)
-            record(snap)
+    def install_tap(exporter: Exporter) -> None:
+        recorder = exporter.recorder
+        assert recorder is not None
+        if tap is not None:
+            record = recorder.on_book
 
-        recorder.on_book = tapped  # type: ignore[method-assign]
-    started = asyncio.Event()
+            def tapped(snap: BookSnapshot) -> None:
+                tap(snap)
+                record(snap)
 
-    async def on_started(_: Exporter) -> None:
-        started.set()
+            recorder.on_book = tapped  # type: ignore[method-assign]
 
-    task = asyncio.create_task(exporter.run(on_started))
-    try:
-        await asyncio.wait_for(started.wait(), 10)
+    async with running_exporter(config, record_dir=record_dir, setup=install_tap) as exporter:
         yield exporter
-    finally:
-        exporter.stop()
-        await asyncio.wait_for(task, 15)
