@@ -231,11 +231,17 @@ async def test_close_and_abort_raise_network_error_then_reconnect(
     ex = make(exchange, sim.base_url)
     try:
         await keep_watching(ex, "BTC/USDT", LIMIT[exchange], 0.3)
-        watching = asyncio.ensure_future(keep_watching(ex, "BTC/USDT", LIMIT[exchange], 3.0))
+        # The market is stalled first, so the watch is pending when the socket goes: between
+        # two watches ccxt would reopen a lost socket without raising (a race under load).
+        await sim.afault(exchange, "stall", "BTC/USDT", seconds=1.5)
         await asyncio.sleep(0.2)
+        watching = asyncio.ensure_future(ex.watch_order_book("BTC/USDT", LIMIT[exchange]))
+        await asyncio.sleep(0.2)
+        assert not watching.done()
         assert (await sim.afault(exchange, kind, "BTC/USDT"))["affected"] == 1
         with pytest.raises(ccxt.NetworkError):
-            await watching
+            await asyncio.wait_for(watching, 3.0)
+        await asyncio.sleep(1.2)  # the stall is over
         assert await keep_watching(ex, "BTC/USDT", LIMIT[exchange], 0.3) > 0
         assert (await sim.acounters())["ws_connections"][exchange]["opened"] == 2
     finally:
