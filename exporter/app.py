@@ -24,7 +24,7 @@ from prometheus_client import (
 from exporter.clock import SYSTEM_CLOCK, Clock
 from exporter.config import Config
 from exporter.feeds.shared_budget import SharedBudget, fallback_counter
-from exporter.feeds.stats import FeedStats, LatencyHistogram
+from exporter.feeds.stats import LatencyHistogram, feed_stats_for
 from exporter.feeds.supervisor import ExchangeFeeds, FeedSettings
 from exporter.http.api import api_routes
 from exporter.http.collector import IntelligenceCollector, MarketCollector
@@ -40,7 +40,7 @@ from exporter.memory import (
     freeze_heap_after_startup,
     malloc_trimmer,
 )
-from exporter.model import BookSnapshot, BookStatus, CloseReason, FeedKey, MarketInfo
+from exporter.model import BookSnapshot, BookStatus, CloseReason, MarketInfo
 from exporter.replay.recorder import Recorder
 from exporter.sharding import apply_shard
 from exporter.store.publisher import TickerPublisher
@@ -122,15 +122,7 @@ class Exporter:
             socket_timeout=config.redis.socket_timeout,
             clock=clock,
         )
-        self.feed_stats: dict[FeedKey, FeedStats] = {}
-        for symbol, mapping in config.symbols.items():
-            for ex, market in mapping.items():
-                self.feed_stats[FeedKey((ex, market))] = FeedStats(ex, symbol, market)
-        for ref in config.conversion_books():
-            # A conversion book is labelled by its own market (a configured value).
-            self.feed_stats.setdefault(
-                FeedKey((ref.exchange, ref.market)), FeedStats(ref.exchange, ref.market, ref.market)
-            )
+        self.feed_stats = feed_stats_for(config)
         self.latency = {ex: LatencyHistogram() for ex in config.exchanges}
         self.fees = FeeTable(config)
         self.state = MarketState(config, self.feed_stats, self.fees, self.writer, clock)

@@ -8,8 +8,12 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from exporter.model import BookStatus, ErrorReason
+from exporter.model import BookStatus, ErrorReason, FeedKey
+
+if TYPE_CHECKING:
+    from exporter.config import Config
 
 # Buckets for feed latency: exchange event -> local receive, seconds.
 LATENCY_BUCKETS: tuple[float, ...] = (
@@ -103,3 +107,17 @@ class RateLimitedLog:
             self._log.warning(msg + " (%d similar suppressed)", *args, suppressed)
         else:
             self._log.warning(msg, *args)
+
+
+def feed_stats_for(config: Config) -> dict[FeedKey, FeedStats]:
+    """Counters of every watched book: the symbols' markets, then the conversion books (a
+    conversion book is labelled by its own market, a configured value)."""
+    stats: dict[FeedKey, FeedStats] = {}
+    for symbol, mapping in config.symbols.items():
+        for ex, market in mapping.items():
+            stats[FeedKey((ex, market))] = FeedStats(ex, symbol, market)
+    for ref in config.conversion_books():
+        stats.setdefault(
+            FeedKey((ref.exchange, ref.market)), FeedStats(ref.exchange, ref.market, ref.market)
+        )
+    return stats

@@ -36,7 +36,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from prometheus_client.metrics_core import Metric
@@ -247,28 +247,22 @@ class Exposition:
     async def _collect(self) -> list[Metric]:
         """Every family, built on the loop (the thread must not read live state)."""
         families: list[Metric] = []
-        longest = 0.0
-        start = time.perf_counter()
-        deadline = start + self.slice_seconds
-        for metric in self.registry.collect():
-            families.append(metric)
-            now = time.perf_counter()
-            if now > deadline:
-                longest = max(longest, now - start)
-                await asyncio.sleep(YIELD_SECONDS)
-                start = time.perf_counter()
-                deadline = start + self.slice_seconds
-        self.longest_step_seconds = max(longest, time.perf_counter() - start)
+        await self._sliced(families.append)
         return families
 
     async def _render_on_loop(self) -> bytes:
         out: list[str] = []
+        await self._sliced(lambda metric: self.renderer.family(metric, out))
+        return "".join(out).encode("utf-8")
+
+    async def _sliced(self, each: Callable[[Metric], None]) -> None:
+        """``each`` over every family, yielding to the loop after each ``slice_seconds``."""
         longest = 0.0
         start = time.perf_counter()
         deadline = start + self.slice_seconds
         # Lazily: next() is where a collector reads the state and builds its next group.
         for metric in self.registry.collect():
-            self.renderer.family(metric, out)
+            each(metric)
             now = time.perf_counter()
             if now > deadline:
                 longest = max(longest, now - start)
@@ -278,4 +272,3 @@ class Exposition:
                 start = time.perf_counter()
                 deadline = start + self.slice_seconds
         self.longest_step_seconds = max(longest, time.perf_counter() - start)
-        return "".join(out).encode("utf-8")

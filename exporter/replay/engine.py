@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from exporter.config import Config
-from exporter.feeds.stats import FeedStats, LatencyHistogram
+from exporter.feeds.stats import LatencyHistogram, feed_stats_for
 from exporter.market.fees import FeeTable
 from exporter.market.intelligence import Intelligence
 from exporter.market.state import MarketState
@@ -110,14 +110,7 @@ class ReplayEngine:
         self.config = config
         self.clock = ReplayClock()
         self.writer = writer
-        self.feed_stats: dict[FeedKey, FeedStats] = {}
-        for symbol, mapping in config.symbols.items():
-            for ex, market in mapping.items():
-                self.feed_stats[FeedKey((ex, market))] = FeedStats(ex, symbol, market)
-        for ref in config.conversion_books():
-            self.feed_stats.setdefault(
-                FeedKey((ref.exchange, ref.market)), FeedStats(ref.exchange, ref.market, ref.market)
-            )
+        self.feed_stats = feed_stats_for(config)
         self.latency = {ex: LatencyHistogram() for ex in config.exchanges}
         self.routes = RouteStats(config)
         self.state = MarketState(config, self.feed_stats, fees, writer, self.clock)
