@@ -63,10 +63,21 @@ ErrorHook = Callable[[BaseException], None]
 RejectHook = Callable[[ErrorReason, str], None]
 
 
-def _guard_client(client: Any, on_frame: FrameHook, on_malformed: ErrorHook) -> None:
+def _guard_client(
+    client: Any, exchange: _Guarded, on_frame: FrameHook, on_malformed: ErrorHook
+) -> None:
     if getattr(client, "_cryptoarb_guarded", False):
         return
     inner = client.handle_text_or_binary_message
+    resolve = client.resolve
+
+    def resolve_or_keep(result: Any, message_hash: Any = None) -> Any:
+        # ccxt drops a resolve that no watch awaits: a book update landing between two
+        # watches would reach the exporter only with the next update, never if the market
+        # then goes quiet. Remember it, so the next watch returns the book at once.
+        if message_hash not in client.futures and isinstance(result, dict) and "bids" in result:
+            exchange._cryptoarb_unseen = True
+        return resolve(result, message_hash)
 
     def guarded(data: Any) -> None:
         on_frame()
@@ -77,6 +88,7 @@ def _guard_client(client: Any, on_frame: FrameHook, on_malformed: ErrorHook) -> 
             client.reject(MalformedFrame(f"malformed frame: {type(exc).__name__}: {exc}"))
 
     client.handle_text_or_binary_message = guarded
+    client.resolve = resolve_or_keep
     client._cryptoarb_guarded = True
 
 
@@ -181,6 +193,8 @@ class _Guarded(ccxt.pro.Exchange):  # type: ignore[misc]
         )
         # The integrity failure every later watch of this client raises (set once).
         self._cryptoarb_failure: Exception | None = None
+        # The cached book changed while no watch was pending, after the caller's last read.
+        self._cryptoarb_unseen = False
 
     def client(self, url: str) -> Any:
         if url not in (self.clients or {}):
@@ -189,7 +203,7 @@ class _Guarded(ccxt.pro.Exchange):  # type: ignore[misc]
                 raise SocketLost(f"socket to {url} was lost")
             self._cryptoarb_seen_urls.add(url)
         c = super().client(url)
-        _guard_client(c, self._cryptoarb_hooks.on_frame, self._cryptoarb_hooks.on_malformed)
+        _guard_client(c, self, self._cryptoarb_hooks.on_frame, self._cryptoarb_hooks.on_malformed)
         return c
 
     async def watch_order_book(self, symbol: str, limit: Any = None, params: Any = None) -> Any:
@@ -197,6 +211,13 @@ class _Guarded(ccxt.pro.Exchange):  # type: ignore[misc]
         while no watch was pending: ccxt would otherwise hand out the book it gave up on)."""
         if self._cryptoarb_failure is not None:
             raise self._cryptoarb_failure
+        if self._cryptoarb_unseen:
+            # Checked in the same step that registers ccxt's future below: an update lands
+            # either before it (returned here) or after (resolves the future).
+            self._cryptoarb_unseen = False
+            book = (self.orderbooks or {}).get(self.symbol(symbol))
+            if book is not None:
+                return book.limit()
         book = await super().watch_order_book(symbol, limit, params or {})
         if self._cryptoarb_failure is not None:
             raise self._cryptoarb_failure
@@ -241,6 +262,14 @@ class _Guarded(ccxt.pro.Exchange):  # type: ignore[misc]
             return  # not our book: skipping it loses nothing
         exc_type = BadValueFrame if reason is ErrorReason.BAD_VALUE else MalformedFrame
         client.reject(exc_type(f"{reason}: {detail}"))
+
+
+def mark_read(client: Any) -> None:
+    """The caller is about to copy the client's book, so the book holds every update applied
+    so far: an update that landed while no watch was pending is read with it and must not
+    make the next watch return the same book again."""
+    if getattr(client, "_cryptoarb_unseen", False):
+        client._cryptoarb_unseen = False
 
 
 def _no_check(_message: Any) -> None:

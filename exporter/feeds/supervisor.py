@@ -23,7 +23,7 @@ from ccxt.base import errors as ccxt_errors
 
 from exporter.clock import SYSTEM_CLOCK, Clock
 from exporter.feeds import profiles
-from exporter.feeds.clients import FrameRejected, MalformedFrame, build_exchange
+from exporter.feeds.clients import FrameRejected, MalformedFrame, build_exchange, mark_read
 from exporter.feeds.guard import SnapshotBudget, retry_after_seconds
 from exporter.feeds.shared_budget import SharedBudget
 from exporter.feeds.stats import FeedStats, LatencyHistogram, RateLimitedLog
@@ -421,6 +421,7 @@ class MarketFeed:
                 raise MalformedFrame(f"malformed frame skipped: {poisoned}")
             received_at = self._clock.time()
             mono = self._clock.monotonic()
+            mark_read(client)
             try:
                 bids = copy_bids.copy(book["bids"])
                 asks = copy_asks.copy(book["asks"])
