@@ -31,6 +31,7 @@ from ccxt.base.errors import NetworkError
 
 from exporter.feeds.guard import FrameCheck, Rejection, frame_check
 from exporter.feeds.integrity import IntegrityHook, failure, integrity_hook
+from exporter.feeds.levels import tracked_order_book
 from exporter.model import ErrorReason
 
 log = logging.getLogger(__name__)
@@ -222,6 +223,10 @@ class _Guarded(ccxt.pro.Exchange):  # type: ignore[misc]
         if self._cryptoarb_failure is not None:
             raise self._cryptoarb_failure
         return book
+
+    def order_book(self, snapshot: Any = None, depth: int | None = None) -> Any:
+        """Books whose sides log their changes, so the feed's copy is patched, not rebuilt."""
+        return tracked_order_book(snapshot, depth)
 
     def handle_message(self, client: Any, message: Any) -> Any:
         if self._cryptoarb_failure is not None:

@@ -11,8 +11,6 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import math
-import operator
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -25,6 +23,7 @@ from exporter.clock import SYSTEM_CLOCK, Clock
 from exporter.feeds import profiles
 from exporter.feeds.clients import FrameRejected, MalformedFrame, build_exchange, mark_read
 from exporter.feeds.guard import SnapshotBudget, retry_after_seconds
+from exporter.feeds.levels import LevelCopier
 from exporter.feeds.shared_budget import SharedBudget
 from exporter.feeds.stats import FeedStats, LatencyHistogram, RateLimitedLog
 from exporter.model import BookSnapshot, BookStatus, ErrorReason, MarketInfo
@@ -105,157 +104,6 @@ class Backoff:
 
     def reset(self) -> None:
         self.attempt = 0
-
-
-def copy_levels(
-    side: Any, k: int, max_price: float, max_qty: float
-) -> tuple[tuple[float, float], ...]:
-    """Copy the top ``k`` levels; raises ValueError on NaN/inf/non-positive/out-of-bound values.
-
-    Runs once per book update on up to 2K values, so the checks use C-level builtins
-    (min/max/sum over the columns) instead of a Python loop per level."""
-    top = side[:k]
-    if not top:
-        return ()
-    try:
-        prices = [float(level[0]) for level in top]
-        qtys = [float(level[1]) for level in top]
-    except IndexError as exc:
-        raise ValueError(f"bad level: {exc}") from exc
-    return _checked(prices, qtys, max_price, max_qty)
-
-
-_PRICE = operator.itemgetter(0)
-_QTY = operator.itemgetter(1)
-_SCAN = 8  # how far past a change the next unchanged run may start, in levels
-_RUNS = 4  # unchanged runs looked for per copy, before the rest is copied in full
-
-
-class LevelCopier:
-    """:func:`copy_levels` for one side of one feed, reusing the level tuples of its
-    previous copy (already validated) wherever the book still holds them: the same result,
-    value for value, and the same rejections.
-
-    An update changes a few levels near the touch, and an insertion or a deletion shifts
-    the rest by one. So the book's columns are compared with those of the previous copy
-    (C-level list comparisons): the unchanged head, then unchanged runs at a shift of up to
-    two levels; only the levels in between (and new ones at the bottom) are checked and
-    built. Anything else is a full copy. Reading the columns out of ccxt's level lists stays
-    (about half of a full copy on a simulator book, whose memory is cold by then); the
-    checks and the tuple building of the unchanged levels go (10-25 % of the copy)."""
-
-    __slots__ = ("k", "levels", "max_price", "max_qty", "prices", "qtys")
-
-    def __init__(self, k: int, max_price: float, max_qty: float) -> None:
-        self.k, self.max_price, self.max_qty = k, max_price, max_qty
-        self.levels: tuple[tuple[float, float], ...] = ()
-        self.prices: list[float] = []
-        self.qtys: list[float] = []
-
-    def copy(self, side: Any) -> tuple[tuple[float, float], ...]:
-        top = side[: self.k]
-        try:
-            prices = list(map(float, map(_PRICE, top)))
-            qtys = list(map(float, map(_QTY, top)))
-        except (IndexError, TypeError):
-            prices = qtys = []
-        if not prices or not self.prices:
-            levels = copy_levels(side, self.k, self.max_price, self.max_qty)  # raises as ever
-            self.levels = levels
-            self.prices = list(map(_PRICE, levels))
-            self.qtys = list(map(_QTY, levels))
-            return levels
-        levels = self._reuse(prices, qtys)
-        self.levels, self.prices, self.qtys = levels, prices, qtys
-        return levels
-
-    def _reuse(self, prices: list[float], qtys: list[float]) -> tuple[tuple[float, float], ...]:
-        old_p, old_q, prev = self.prices, self.qtys, self.levels
-        n, m = len(prices), len(old_p)
-        if n == m and prices == old_p and qtys == old_q:
-            return prev
-        i = 0  # the unchanged head: levels 0..i-1
-        lim = min(n, m)
-        while i < lim and prices[i] == old_p[i] and qtys[i] == old_q[i]:
-            i += 1
-        parts = [prev[:i]]
-        for _ in range(_RUNS):
-            found = self._run(prices, qtys, i)
-            if found is None:
-                break
-            s, e, length = found
-            parts.append(_checked(prices[i:s], qtys[i:s], self.max_price, self.max_qty))
-            parts.append(prev[e : e + length])
-            i = s + length
-            if i == n:
-                return sum(parts, ())
-        parts.append(_checked(prices[i:], qtys[i:], self.max_price, self.max_qty))
-        return sum(parts, ())
-
-    def _run(self, prices: list[float], qtys: list[float], i: int) -> tuple[int, int, int] | None:
-        """The next run of unchanged levels at or after level ``i``: (start, start in the
-        previous copy, length), or None when none starts within ``_SCAN`` levels."""
-        old_p, old_q = self.prices, self.qtys
-        n, m = len(prices), len(old_p)
-        for s in range(i, min(i + _SCAN, n)):
-            ps, qs = prices[s], qtys[s]
-            for d in (0, -1, 1, -2, 2):
-                e = s + d
-                if e < 0 or e >= m or ps != old_p[e] or qs != old_q[e]:
-                    continue
-                # The longest equal run from (s, e): the whole rest usually; else the next
-                # change is near (updates touch the top of the book), so gallop, then bisect.
-                hi = min(n - s, m - e)
-                if _same(prices, qtys, old_p, old_q, s, e, hi):
-                    return s, e, hi
-                lo, step = 1, 4  # a run of lo matches; one of hi does not
-                while lo + step < hi and _same(prices, qtys, old_p, old_q, s, e, lo + step):
-                    lo, step = lo + step, step * 2
-                hi = min(hi, lo + step)
-                while hi - lo > 1:
-                    mid = (lo + hi) // 2
-                    if _same(prices, qtys, old_p, old_q, s, e, mid):
-                        lo = mid
-                    else:
-                        hi = mid
-                return s, e, lo
-        return None
-
-
-def _same(
-    prices: list[float],
-    qtys: list[float],
-    old_p: list[float],
-    old_q: list[float],
-    s: int,
-    e: int,
-    length: int,
-) -> bool:
-    return prices[s : s + length] == old_p[e : e + length] and (
-        qtys[s : s + length] == old_q[e : e + length]
-    )
-
-
-def _checked(
-    prices: list[float], qtys: list[float], max_price: float, max_qty: float
-) -> tuple[tuple[float, float], ...]:
-    """The levels of two float columns, with copy_levels' checks (and messages)."""
-    if not prices:
-        return ()
-    if (
-        min(prices) <= 0
-        or max(prices) > max_price
-        or min(qtys) <= 0
-        or max(qtys) > max_qty
-        or math.isnan(sum(prices) + sum(qtys))
-    ):
-        bad = next(
-            (p, q)
-            for p, q in zip(prices, qtys, strict=True)
-            if not (0 < p <= max_price and 0 < q <= max_qty) or math.isnan(p + q)
-        )
-        raise ValueError(f"bad level price={bad[0]} qty={bad[1]}")
-    return tuple(zip(prices, qtys, strict=True))
 
 
 def _optional_float(value: Any) -> float | None:
@@ -452,78 +300,72 @@ class MarketFeed:
 
 
 class _Watcher:
-    """``watch_order_book`` with a timeout that never waits on ccxt: ``asyncio.wait_for``
-    waits for the inner call to finish after cancelling it, and a ccxt future that ignores
-    cancellation would hang the feed (and shutdown) forever. So each watch runs as its own
-    task, and the feed waits on a future of its own that the task or the timeout releases.
+    """``watch_order_book`` with a timeout, awaited in the feed's own task.
 
-    One timer per feed, moved lazily: a watch only records its deadline, and the timer,
-    when it fires before the latest deadline, re-arms for it (a timer per watch would cost
-    a heap push and leave a cancelled handle in the loop's heap at every message)."""
+    A task per watch, woken through a future of its own, cost three more loop iterations
+    per message than a bare ccxt loop. The timeout is the one ``asyncio.timeout`` would
+    give (the feed task is cancelled and the cancellation turned into :class:`Silent`,
+    counted with ``uncancel`` so a shutdown's cancellation is never swallowed), with one
+    timer per feed, moved lazily: a watch only records its deadline, and the timer, when it
+    fires before the latest deadline, re-arms for it (a timer per watch would cost a heap
+    push and leave a cancelled handle in the loop's heap at every message). ccxt's watch
+    awaits plain asyncio futures and lets a cancellation through, and the exit path bounds
+    the wait for any library task that would not."""
 
-    __slots__ = ("_client", "_deadline", "_limit", "_loop", "_market", "_timeout", "_timer",
-                 "_waiter")  # fmt: skip
+    __slots__ = ("_client", "_deadline", "_expired", "_limit", "_loop", "_market", "_pending",
+                 "_task", "_timeout", "_timer")  # fmt: skip
 
     def __init__(self, client: Any, market: str, limit: int | None, timeout: float) -> None:
         self._client, self._market, self._limit, self._timeout = client, market, limit, timeout
         self._loop = asyncio.get_running_loop()
-        self._waiter: asyncio.Future[None] | None = None
+        task = asyncio.current_task()
+        assert task is not None, "a feed runs in a task"
+        self._task = task
         self._deadline = 0.0
         self._timer: asyncio.TimerHandle | None = None
+        self._pending = False  # a watch is being awaited
+        self._expired = False  # the timer cancelled the feed task for this watch
 
     async def next(self) -> Any:
-        loop = self._loop
-        task = asyncio.ensure_future(self._client.watch_order_book(self._market, self._limit))
-        waiter: asyncio.Future[None] = loop.create_future()
-        self._waiter = waiter
-        task.add_done_callback(self._wake)
-        self._deadline = loop.time() + self._timeout
+        self._deadline = self._loop.time() + self._timeout
         if self._timer is None:
-            self._timer = loop.call_at(self._deadline, self._on_timer)
+            self._timer = self._loop.call_at(self._deadline, self._on_timer)
+        self._pending = True
         try:
-            await waiter
-        except BaseException:
-            self._waiter = None
-            task.remove_done_callback(self._wake)
-            _abandon(task)
+            book = await self._client.watch_order_book(self._market, self._limit)
+        except asyncio.CancelledError:
+            if self._expired:
+                self._expired = False
+                if self._task.uncancel() == 0:  # only the timeout's cancellation
+                    raise Silent(f"no update for {self._timeout:g}s") from None
             raise
-        self._waiter = None
-        if not task.done():
-            task.remove_done_callback(self._wake)
-            _abandon(task)
-            raise Silent(f"no update for {self._timeout:g}s")
-        return task.result()
+        finally:
+            self._pending = False
+        if self._expired:  # the watch swallowed the timeout's cancellation: undo it
+            self._expired = False
+            self._task.uncancel()
+        return book
 
     def close(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
 
-    def _wake(self, _task: asyncio.Future[Any]) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
     def _on_timer(self) -> None:
         self._timer = None
-        waiter = self._waiter
-        if waiter is None or waiter.done():
+        if not self._pending or self._expired:
             return  # no watch pending: the next one arms the timer
         if self._loop.time() < self._deadline:
             self._timer = self._loop.call_at(self._deadline, self._on_timer)
             return
-        waiter.set_result(None)  # the watch timed out
+        self._expired = True  # the watch timed out
+        self._task.cancel()
 
 
 def _socket_open(client: Any) -> bool:
     """Whether the ccxt client still holds an open websocket (a closed one: reconnect now)."""
     sockets = getattr(client, "clients", None) or {}
     return any(not ws.closed() for ws in sockets.values())
-
-
-def _abandon(task: asyncio.Future[Any]) -> None:
-    task.cancel()
-    task.add_done_callback(_consume)
 
 
 class Silent(TimeoutError):

@@ -23,8 +23,9 @@ from exporter.feeds.guard import (
     check_kraken,
     retry_after_seconds,
 )
+from exporter.feeds.levels import copy_levels
 from exporter.feeds.stats import RateLimitedLog
-from exporter.feeds.supervisor import classify, copy_levels
+from exporter.feeds.supervisor import classify
 from exporter.model import BookSnapshot, ErrorReason
 
 SETTINGS = settings(max_examples=400, deadline=None)
