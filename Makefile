@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup demo test test-slow test-unit lint format bench bench-perf clean dashboards
+.PHONY: setup demo test test-slow test-unit test-compiled compiled pure lint format bench bench-perf clean dashboards
 
 setup: $(VENV)/.setup-done
 
@@ -24,6 +24,20 @@ test-slow: setup
 
 test-unit: setup
 	$(PY) -m pytest -q tests/unit
+
+# Optional build: the analytics compiled with mypyc, in place (`make pure` undoes it).
+compiled: setup
+	$(PY) scripts/compile_analytics.py
+
+pure: setup
+	$(PY) scripts/compile_analytics.py --clean
+
+# The unit tests on the compiled analytics, then back to pure Python (the full suite runs on
+# pure Python in `make test`).
+test-compiled: setup
+	$(PY) scripts/compile_analytics.py
+	EXPECT_ANALYTICS_BUILD=compiled $(PY) -m pytest -q tests/unit; rc=$$?; \
+		$(PY) scripts/compile_analytics.py --clean; exit $$rc
 
 lint: setup
 	$(VENV)/bin/ruff check exporter tests bench grafana prometheus deploy

@@ -5,8 +5,10 @@ cd "$(dirname "$0")/.."
 
 VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3}
-# chromium (+ a font for its text) renders the HTML replay report in tests/integration/test_report_html.py
-APT_PACKAGES=(redis-server redis-tools prometheus prometheus-alertmanager chromium fonts-dejavu-core)
+# chromium (+ a font for its text) renders the HTML replay report in tests/integration/test_report_html.py;
+# gcc + libc6-dev build the optional compiled analytics (scripts/compile_analytics.py, `make compiled`)
+APT_PACKAGES=(redis-server redis-tools prometheus prometheus-alertmanager chromium fonts-dejavu-core
+              gcc libc6-dev)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

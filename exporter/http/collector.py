@@ -20,6 +20,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
 
 from exporter import __version__
+from exporter.analytics import build as analytics_build
 from exporter.analytics.insights import trend_direction
 from exporter.analytics.windows import DURATION_BUCKETS
 from exporter.feeds.stats import LatencyHistogram
@@ -39,6 +40,7 @@ class MarketCollector(Collector):
         self.state = state
         self.latency = latency
         self._now = 0.0
+        self._analytics_build = analytics_build()
         self._book = LabelCache(_BOOK)
         self._book_band = LabelCache([*_BOOK, "band"])
         self._book_side = LabelCache([*_BOOK, "side", "band"])
@@ -70,8 +72,12 @@ class MarketCollector(Collector):
         )
         info.add_metric([label_number(cfg.reference_notional), label_number(cfg.reference_band)], 1)
         yield info
-        build = GaugeMetricFamily(P + "build_info", "Exporter version", labels=["version"])
-        build.add_metric([__version__], 1)
+        build = GaugeMetricFamily(
+            P + "build_info",
+            "Exporter version; analytics: compiled (mypyc) or python",
+            labels=["version", "analytics"],
+        )
+        build.add_metric([__version__, self._analytics_build], 1)
         yield build
 
     def _books(self) -> Iterator[Metric]:

@@ -60,8 +60,12 @@ async def test_update_between_watches_is_returned_by_the_next_watch(
 
         # Updates while no watch is pending: ccxt applies them and resolves nothing.
         await sim.aunfreeze()
-        while (await sim.abook(exchange, market, DEPTH))["sequence"] == before:
+        for _ in range(250):  # the book steps at 20/s: one step within 5 s
+            if (await sim.abook(exchange, market, DEPTH))["sequence"] != before:
+                break
             await asyncio.sleep(0.02)
+        else:
+            raise AssertionError("the simulator's book did not step")
         await settle(sim)
         truth = await sim.abook(exchange, market, DEPTH)
 
