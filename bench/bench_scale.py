@@ -171,11 +171,12 @@ def main() -> None:
     name = "scale_raw" if args.raw else "scale"
     if args.venues == 5:
         name = "scale_5venues_raw" if args.raw else "scale_5venues"
-    name = args.out or name
     if args.rate == 0:
         name = "quiet" if args.venues == 2 else f"quiet_{args.venues}venues"
+        name += "_raw" if args.raw else ""
         if args.stale_after != 10.0:
             name += f"_stale{args.stale_after:g}"
+    name = args.out or name
     path = write_results(name, {**settings, "venues": args.venues, "runs": figures}, started)
     print(f"results: {path}")
 

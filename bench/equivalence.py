@@ -103,6 +103,14 @@ def synthesise(steps: int, seed: int) -> dict[str, Any]:
 
 
 # -- 2. one side ------------------------------------------------------------------------------
+def market_series(text: str) -> str:
+    """The exposition without ``cryptoarb_build_info``: it names the build (version, and
+    whether the analytics are compiled), not the market."""
+    return "".join(
+        line for line in text.splitlines(keepends=True) if "cryptoarb_build_info" not in line
+    )
+
+
 def run_side(recording: Path, out: Path) -> None:
     """Runs in a child whose sys.path starts with the version's checkout."""
     from prometheus_client import CollectorRegistry, generate_latest
@@ -173,7 +181,7 @@ def run_side(recording: Path, out: Path) -> None:
             state.flush_rates()
             next_timer += 0.25
             if next_timer > next_scrape + 2.0:
-                scrapes.append(generate_latest(registry).decode())
+                scrapes.append(market_series(generate_latest(registry).decode()))
                 next_scrape += 2.0
         clock.advance(max(0.0, mono - clock.monotonic()))
         stats = feeds[FeedKey((ex, market))]
@@ -198,7 +206,7 @@ def run_side(recording: Path, out: Path) -> None:
         )  # fmt: skip
     clock.advance(10.0)
     state.sweep()
-    scrapes.append(generate_latest(registry).decode())
+    scrapes.append(market_series(generate_latest(registry).decode()))
     out.write_bytes(pickle.dumps({"observed": observed, "log": log, "scrapes": scrapes,
                                   "pairs": pairs, "computed": computed[0]}))  # fmt: skip
 

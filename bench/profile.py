@@ -27,7 +27,7 @@ from common import RESULTS, Client, Redis, Sim, cpu_seconds, free_port, table, w
 
 # py-spy shortens paths ("supervisor.py", "exporter/market/state.py", "ccxt/pro/kraken.py").
 # The innermost frame that matches any pattern decides; patterns are tried in order.
-_FEEDS = r"\((exporter/feeds/)?(supervisor|clients|stats|guard|registry)\.py"
+_FEEDS = r"\((exporter/feeds/)?(supervisor|clients|levels|stats|guard|registry)\.py"
 COMPONENTS: list[tuple[str, str]] = [
     ("integrity: Kraken checksum etc. (exporter)", r"\((exporter/feeds/)?integrity\.py"),
     ("frame guard (exporter)", r"\((exporter/feeds/)?guard\.py"),
