@@ -95,9 +95,13 @@ class LevelCopier:
     def _copy_tracked(self, side: _TrackedSide) -> tuple[tuple[float, float], ...]:
         changes, side._log = side._log, []  # log from here on, for the next copy
         if changes is not None and side is self.side:
-            levels = replay_changes(
-                self.levels, changes, side, self.k, self.max_price, self.max_qty
-            )
+            try:
+                levels = replay_changes(
+                    self.levels, changes, side, self.k, self.max_price, self.max_qty
+                )
+            except BaseException:
+                self.side = None  # those changes are gone with the log: copy in full next
+                raise
         else:  # the first copy of this side, or after a clear or an overflowing log
             self.side = None
             levels = copy_levels(side, self.k, self.max_price, self.max_qty)

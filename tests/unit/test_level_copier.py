@@ -166,3 +166,15 @@ def test_tracked_side_patches_only_what_changed() -> None:
     assert got == copy_levels(book["bids"], 10, MAX_PRICE, MAX_QTY)
     assert got[0] == (99.5, 2.0) and got[3] == (97.0, 5.0)
     assert got[4] is first[4]  # an untouched level is the previous copy's tuple
+
+
+def test_a_rejected_patch_makes_the_next_copy_a_full_one() -> None:
+    book = tracked_order_book({"asks": [[100.0 + i, 1.0] for i in range(20)]}, None)
+    side = book["asks"]
+    copier = LevelCopier(10, MAX_PRICE, MAX_QTY)
+    copier.copy(side)
+    side.storeArray([100.5, math.inf])
+    assert ok_or_error(copier.copy, side) == ("error",)
+    side.storeArray([100.5, 0])  # the bad level leaves; the rejected log is gone
+    side.storeArray([101.0, 7.0])
+    assert copier.copy(side) == copy_levels(side, 10, MAX_PRICE, MAX_QTY)
