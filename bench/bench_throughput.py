@@ -57,7 +57,13 @@ def trial(
     # the simulator must really offer the rate (a saturated or restarting one may not)
     ok = send_lag < LAG_LIMIT and backlog_s < LAG_LIMIT and sent_rate >= 0.95 * total
     drain(sim, client)
+    per_msg = {}
+    handled = max(r1["handled"] - r0["handled"], 1)
+    for key in ("iters", "handles"):  # --loop-counts
+        if key in r0 and key in r1:
+            per_msg[f"loop_{key}_per_msg"] = round((r1[key] - r0[key]) / handled, 2)
     return {
+        **per_msg,
         "offered": total,
         "sent_rate": round(sent_rate, 1),
         "handled_rate": round(handled_rate, 1),
@@ -142,6 +148,10 @@ def main() -> None:
     p.add_argument("--cost-rate", type=float, default=2500.0, help="msg/s for the CPU trial")
     p.add_argument("--no-search", action="store_true", help="CPU-cost trial only")
     p.add_argument(
+        "--loop-counts", action="store_true",
+        help="also count loop iterations and callbacks per message (adds ~1 µs per message)",
+    )  # fmt: skip
+    p.add_argument(
         "--max-rate", type=float, default=9000.0,
         help="search ceiling, msg/s (the simulator on one shared core offers ~9-12k reliably)",
     )  # fmt: skip
@@ -152,6 +162,7 @@ def main() -> None:
     redis = Redis()
     results: dict[str, list[float]] = {"A": [], "B": []}
     costs: dict[str, list[float]] = {"A": [], "B": []}
+    cost_trials: dict[str, list[dict[str, Any]]] = {"A": [], "B": []}
     trials: dict[str, list[dict[str, Any]]] = {"A": [], "B": []}
     guess = {"A": args.guess, "B": args.guess}
     try:
@@ -160,6 +171,7 @@ def main() -> None:
                 port = free_port()
                 cargs = ["--base-url", sim.base_url, "--symbols", str(args.symbols)]
                 cargs += ["--uvloop"] if args.uvloop else []  # the same loop on both sides
+                cargs += ["--loop-counts"] if args.loop_counts else []
                 if variant == "A":  # no permessage-deflate, as the exporter's clients
                     client = Client(args.client_cpus, ["raw", *cargs, "--no-compress"])
                 else:
@@ -173,9 +185,16 @@ def main() -> None:
                     print(f"rep {rep + 1} run {variant}", flush=True)
                     cost = trial(sim, client, args.cost_rate, markets, args.warm, args.measure)
                     costs[variant].append(cost["cpu_us_per_msg"])
+                    cost_trials[variant].append(cost)
+                    loop = (
+                        f", {cost['loop_iters_per_msg']} loop iterations and "
+                        f"{cost['loop_handles_per_msg']} callbacks per msg"
+                        if "loop_iters_per_msg" in cost
+                        else ""
+                    )
                     print(
                         f"    CPU at {args.cost_rate:.0f} msg/s: {cost['client_cpu']:.0%} of a "
-                        f"core, {cost['cpu_us_per_msg']} us/msg",
+                        f"core, {cost['cpu_us_per_msg']} us/msg{loop}",
                         flush=True,
                     )
                     if args.no_search:
@@ -230,6 +249,7 @@ def main() -> None:
             "target_ratio": 0.8,
             "uvloop": args.uvloop,
             "trials": trials,
+            "cost_trials": cost_trials,
         },
         started,
     )
