@@ -3,22 +3,17 @@
 A feed copies both sides of its book at every ccxt wake-up. ccxt's sides are lists of
 ``[price, amount]`` lists that it changes in place, so the copy must be a fresh, checked
 tuple of float pairs, and making it from scratch (2 x 100 levels) was the exporter's largest
-cost per message. Two ways keep it in proportion to what changed:
-
-- The guarded clients give their books :class:`TrackedAsks` / :class:`TrackedBids` sides,
-  which log each change ccxt makes (set, insert, delete, trim, clear) with its index; the
-  copier replays the log on its previous copy: a few list operations per update.
-- Any other side (an exchange whose books use other side classes) is compared column by
-  column with the previous copy, reusing the unchanged runs.
-
-Both give exactly what :func:`copy_levels` gives, value for value, and reject what it
-rejects.
+cost per message. The guarded clients give their books :class:`TrackedAsks` /
+:class:`TrackedBids` sides, which log each change ccxt makes (set, insert, delete, trim,
+clear) with its index, and the copier replays the log on its previous copy: a few list
+operations per update, exactly what :func:`copy_levels` gives, value for value, and the
+same rejections. Sides of other classes (an exchange whose books use counted or indexed
+sides) are copied in full.
 """
 
 from __future__ import annotations
 
 import math
-import operator
 from bisect import bisect_left
 from typing import Any
 
@@ -44,55 +39,21 @@ def copy_levels(
     return _checked(prices, qtys, max_price, max_qty)
 
 
-_PRICE = operator.itemgetter(0)
-_QTY = operator.itemgetter(1)
-_SCAN = 8  # how far past a change the next unchanged run may start, in levels
-_RUNS = 4  # unchanged runs looked for per copy, before the rest is copied in full
-
-
 class LevelCopier:
-    """:func:`copy_levels` for one side of one feed, reusing the level tuples of its
-    previous copy (already validated) wherever the book still holds them: the same result,
-    value for value, and the same rejections.
+    """:func:`copy_levels` for one side of one feed. A tracked side (the guarded clients'
+    books) is copied by replaying its change log on the previous copy; any other side, the
+    first copy of a side and a copy after a cleared or overlong log are full copies."""
 
-    An update changes a few levels near the touch, and an insertion or a deletion shifts
-    the rest by one. So the book's columns are compared with those of the previous copy
-    (C-level list comparisons): the unchanged head, then unchanged runs at a shift of up to
-    two levels; only the levels in between (and new ones at the bottom) are checked and
-    built. Anything else is a full copy. Reading the columns out of ccxt's level lists stays
-    (about half of a full copy on a simulator book, whose memory is cold by then); the
-    checks and the tuple building of the unchanged levels go (10-25 % of the copy)."""
-
-    __slots__ = ("k", "levels", "max_price", "max_qty", "prices", "qtys", "side")
+    __slots__ = ("k", "levels", "max_price", "max_qty", "side")
 
     def __init__(self, k: int, max_price: float, max_qty: float) -> None:
         self.k, self.max_price, self.max_qty = k, max_price, max_qty
         self.levels: tuple[tuple[float, float], ...] = ()
-        self.prices: list[float] = []
-        self.qtys: list[float] = []
         self.side: _TrackedSide | None = None  # the tracked side `levels` was copied from
 
     def copy(self, side: Any) -> tuple[tuple[float, float], ...]:
-        if isinstance(side, _TrackedSide):
-            return self._copy_tracked(side)
-        self.side = None
-        top = side[: self.k]
-        try:
-            prices = list(map(float, map(_PRICE, top)))
-            qtys = list(map(float, map(_QTY, top)))
-        except (IndexError, TypeError):
-            prices = qtys = []
-        if not prices or not self.prices:
-            levels = copy_levels(side, self.k, self.max_price, self.max_qty)  # raises as ever
-            self.levels = levels
-            self.prices = list(map(_PRICE, levels))
-            self.qtys = list(map(_QTY, levels))
-            return levels
-        levels = self._reuse(prices, qtys)
-        self.levels, self.prices, self.qtys = levels, prices, qtys
-        return levels
-
-    def _copy_tracked(self, side: _TrackedSide) -> tuple[tuple[float, float], ...]:
+        if not isinstance(side, _TrackedSide):
+            return copy_levels(side, self.k, self.max_price, self.max_qty)
         changes, side._log = side._log, []  # log from here on, for the next copy
         if changes is not None and side is self.side:
             try:
@@ -106,75 +67,8 @@ class LevelCopier:
             self.side = None
             levels = copy_levels(side, self.k, self.max_price, self.max_qty)
             self.side = side
-            self.prices = self.qtys = []  # the column path starts from scratch if used
         self.levels = levels
         return levels
-
-    def _reuse(self, prices: list[float], qtys: list[float]) -> tuple[tuple[float, float], ...]:
-        old_p, old_q, prev = self.prices, self.qtys, self.levels
-        n, m = len(prices), len(old_p)
-        if n == m and prices == old_p and qtys == old_q:
-            return prev
-        i = 0  # the unchanged head: levels 0..i-1
-        lim = min(n, m)
-        while i < lim and prices[i] == old_p[i] and qtys[i] == old_q[i]:
-            i += 1
-        parts = [prev[:i]]
-        for _ in range(_RUNS):
-            found = self._run(prices, qtys, i)
-            if found is None:
-                break
-            s, e, length = found
-            parts.append(_checked(prices[i:s], qtys[i:s], self.max_price, self.max_qty))
-            parts.append(prev[e : e + length])
-            i = s + length
-            if i == n:
-                return sum(parts, ())
-        parts.append(_checked(prices[i:], qtys[i:], self.max_price, self.max_qty))
-        return sum(parts, ())
-
-    def _run(self, prices: list[float], qtys: list[float], i: int) -> tuple[int, int, int] | None:
-        """The next run of unchanged levels at or after level ``i``: (start, start in the
-        previous copy, length), or None when none starts within ``_SCAN`` levels."""
-        old_p, old_q = self.prices, self.qtys
-        n, m = len(prices), len(old_p)
-        for s in range(i, min(i + _SCAN, n)):
-            ps, qs = prices[s], qtys[s]
-            for d in (0, -1, 1, -2, 2):
-                e = s + d
-                if e < 0 or e >= m or ps != old_p[e] or qs != old_q[e]:
-                    continue
-                # The longest equal run from (s, e): the whole rest usually; else the next
-                # change is near (updates touch the top of the book), so gallop, then bisect.
-                hi = min(n - s, m - e)
-                if _same(prices, qtys, old_p, old_q, s, e, hi):
-                    return s, e, hi
-                lo, step = 1, 4  # a run of lo matches; one of hi does not
-                while lo + step < hi and _same(prices, qtys, old_p, old_q, s, e, lo + step):
-                    lo, step = lo + step, step * 2
-                hi = min(hi, lo + step)
-                while hi - lo > 1:
-                    mid = (lo + hi) // 2
-                    if _same(prices, qtys, old_p, old_q, s, e, mid):
-                        lo = mid
-                    else:
-                        hi = mid
-                return s, e, lo
-        return None
-
-
-def _same(
-    prices: list[float],
-    qtys: list[float],
-    old_p: list[float],
-    old_q: list[float],
-    s: int,
-    e: int,
-    length: int,
-) -> bool:
-    return prices[s : s + length] == old_p[e : e + length] and (
-        qtys[s : s + length] == old_q[e : e + length]
-    )
 
 
 def _checked(
