@@ -9,7 +9,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ from exporter.config import load
 from exporter.devstack.procs import free_port
 from exporter.replay.tardis import file_name, tardis_exchange, tardis_symbol
 from tests.support.exporter import ROOT
+from tests.support.recording import stop_once_recording
 
 pytestmark = pytest.mark.integration
 
@@ -37,19 +37,16 @@ def test_demo_records_and_the_recording_replays(tmp_path: Path) -> None:
         for mapping in config.symbols.values()
         for ex, m in mapping.items()
     }
-    try:
-        # The simulator dislocates a price every 6 s: 14 s of books hold windows.
-        deadline = time.monotonic() + 60
-        while len(list(out.glob("*.csv.gz")) if out.exists() else []) < len(expected):
-            assert time.monotonic() < deadline and demo.poll() is None, "demo did not record"
-            time.sleep(0.5)
-        time.sleep(14)
-        demo.send_signal(signal.SIGINT)
-        output, _ = demo.communicate(timeout=30)
-    finally:
-        if demo.poll() is None:
-            demo.kill()
-            demo.wait(10)
+    # The simulator dislocates a price every 6 s: 14 s of books hold windows.
+    output = stop_once_recording(
+        demo,
+        lambda: len(list(out.glob("*.csv.gz")) if out.exists() else []),
+        len(expected),
+        timeout=60,
+        then=14,
+        sig=signal.SIGINT,
+        poll=0.5,
+    )
     assert demo.returncode == 0, output.decode()[-3000:]
     files = sorted(out.glob("*.csv.gz"))
     if datetime.datetime.now(datetime.UTC).date() == day:  # not across midnight

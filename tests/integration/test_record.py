@@ -26,7 +26,7 @@ from exporter.replay.tardis import (
     read_updates,
 )
 from tests.support.exporter import ROOT, all_live, sim_config_data, wait_for
-from tests.support.recording import Rebuilt, recording_exporter
+from tests.support.recording import Rebuilt, recording_exporter, stop_once_recording
 from tests.support.simulator import SimulatorHarness
 
 pytestmark = pytest.mark.integration
@@ -148,18 +148,14 @@ def test_run_with_record_closes_files_on_sigterm(sim: SimulatorHarness, tmp_path
     config_path.write_text(yaml.safe_dump(sim_config_data(sim.base_url)))
     out = tmp_path / "rec"
     proc = cli("run", "--config.file", str(config_path), "--record", str(out))
-    try:
-        deadline = time.monotonic() + 20
-        while len(data_files(out) if out.exists() else []) < len(FILES):
-            assert time.monotonic() < deadline and proc.poll() is None, "no recording"
-            time.sleep(0.2)
-        time.sleep(1.0)
-        proc.send_signal(signal.SIGTERM)
-        output, _ = proc.communicate(timeout=20)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
+    output = stop_once_recording(
+        proc,
+        lambda: len(data_files(out) if out.exists() else []),
+        len(FILES),
+        timeout=20,
+        then=1.0,
+        sig=signal.SIGTERM,
+    )
     assert proc.returncode == 0, output.decode()
     check_files(out)
     stats = ReadStats()

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import signal
+import subprocess
+import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -119,3 +122,31 @@ async def recording_exporter(
 
     async with running_exporter(config, record_dir=record_dir, setup=install_tap) as exporter:
         yield exporter
+
+
+def stop_once_recording(
+    proc: subprocess.Popen[bytes],
+    recorded: Callable[[], int],
+    files: int,
+    *,
+    timeout: float,
+    then: float,
+    sig: signal.Signals,
+    poll: float = 0.2,
+) -> bytes:
+    """Wait until ``recorded()`` counts ``files`` data files (the process still running),
+    let it record ``then`` seconds more, stop it with ``sig`` and return its output; the
+    process is killed if anything fails on the way."""
+    try:
+        deadline = time.monotonic() + timeout
+        while recorded() < files:
+            assert time.monotonic() < deadline and proc.poll() is None, "no recording"
+            time.sleep(poll)
+        time.sleep(then)
+        proc.send_signal(sig)
+        output, _ = proc.communicate(timeout=30)
+        return output
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)

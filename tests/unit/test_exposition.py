@@ -70,13 +70,19 @@ def test_same_bytes_as_generate_latest() -> None:
     assert generate(reg, r) == generate_latest(reg)  # with a warm label cache too
 
 
-def test_market_collector_same_bytes_and_parse() -> None:
+def market_registry() -> tuple[CollectorRegistry, Harness]:
+    """A MarketCollector over three live books (two routes, one conversion book)."""
     h = Harness(make_config())
     h.book("kraken", "USDT/USD", 0.9999, 1.0001)
     h.book("binance", "BTC/USDT", 100.0, 100.5)
     h.book("kraken", "BTC/USD", 101.0, 101.5)
     reg = CollectorRegistry()
     reg.register(MarketCollector(h.state, {"binance": LatencyHistogram()}))
+    return reg, h
+
+
+def test_market_collector_same_bytes_and_parse() -> None:
+    reg = market_registry()[0]
     ours, theirs = generate(reg), generate_latest(reg)
     assert ours == theirs
     parsed = list(text_string_to_metric_families(ours.decode()))

@@ -13,21 +13,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
 
-from exporter.feeds.stats import LatencyHistogram
-from exporter.http.collector import MarketCollector
 from exporter.http.exposition import Exposition, LabelCache, LabelSet, Renderer, generate
-from tests.unit.test_exposition import registry
-from tests.unit.test_market import Harness, make_config
-
-
-def market_registry() -> tuple[CollectorRegistry, Harness]:
-    h = Harness(make_config())
-    h.book("kraken", "USDT/USD", 0.9999, 1.0001)
-    h.book("binance", "BTC/USDT", 100.0, 100.5)
-    h.book("kraken", "BTC/USD", 101.0, 101.5)
-    reg = CollectorRegistry()
-    reg.register(MarketCollector(h.state, {"binance": LatencyHistogram()}))
-    return reg, h
+from tests.unit.test_exposition import market_registry, registry
 
 
 async def test_thread_render_equals_loop_render_and_generate_latest() -> None:
